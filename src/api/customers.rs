@@ -1,0 +1,230 @@
+//! Customer endpoints for the till: create, edit, sub-records, read and search.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use super::ApiQuery;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::error::ApiError;
+use super::json::JsonValue;
+use super::time::rfc3339;
+use crate::domain::view::{CustomerView, SubRecord, SyncState};
+use crate::domain::{Action, NewCustomer, OpState, Payload, RecordKind};
+use crate::store::{CustomerRead, Outcome, Submission};
+use crate::store::writer::Command;
+
+/// Answer to an accepted write: the operation is durable.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Accepted {
+    /// The new operation.
+    pub operation_id: String,
+    /// The customer's temporary reference.
+    pub customer_ref: String,
+    /// The sub-record created or edited, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub record_id: Option<String>,
+    /// `pending`, or `held` behind a failed operation of the same customer.
+    pub state: OpState,
+}
+
+fn accepted(outcome: Outcome) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    match outcome {
+        Outcome::Accepted { operation_id, customer_ref, record_id, state } => Ok((
+            StatusCode::ACCEPTED,
+            Json(Accepted { operation_id: operation_id.to_string(), customer_ref, record_id, state }),
+        )),
+        Outcome::Updated(_) => Err(ApiError::plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "unexpected writer outcome",
+        )),
+    }
+}
+
+/// `POST /v1/customers`
+pub async fn create(
+    State(app): State<AppState>,
+    JsonValue(body): JsonValue,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let payload = Payload::parse(RecordKind::Customer, Action::Create, body).map_err(ApiError::invalid)?;
+    let Payload::CustomerCreate(fields) = payload else {
+        return Err(ApiError::plain(StatusCode::INTERNAL_SERVER_ERROR, "internal", "parse mismatch"));
+    };
+    let outcome = app.writer.execute(Command::Submit(Submission::NewCustomer(fields))).await?;
+    if let Outcome::Accepted { operation_id, customer_ref, .. } = &outcome {
+        tracing::info!(%operation_id, %customer_ref, "customer create accepted");
+    }
+    accepted(outcome)
+}
+
+/// `PATCH /v1/customers/{customer_ref}`
+pub async fn edit(
+    State(app): State<AppState>,
+    Path(customer): Path<String>,
+    JsonValue(body): JsonValue,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let payload = Payload::parse(RecordKind::Customer, Action::Edit, body).map_err(ApiError::invalid)?;
+    submit_change(&app, customer, None, payload).await
+}
+
+fn collection_kind(collection: &str) -> Result<RecordKind, ApiError> {
+    match collection {
+        "addresses" => Ok(RecordKind::Address),
+        "contacts" => Ok(RecordKind::Contact),
+        "affiliations" => Ok(RecordKind::Affiliation),
+        "attributes" => Ok(RecordKind::Attribute),
+        _ => Err(ApiError::not_found(
+            "collection",
+            "no such collection: use addresses, contacts, affiliations or attributes",
+        )),
+    }
+}
+
+/// `POST /v1/customers/{customer_ref}/{addresses|contacts|affiliations|attributes}`
+pub async fn add_sub_record(
+    State(app): State<AppState>,
+    Path((customer, collection)): Path<(String, String)>,
+    JsonValue(body): JsonValue,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let kind = collection_kind(&collection)?;
+    let payload = Payload::parse(kind, Action::Create, body).map_err(ApiError::invalid)?;
+    submit_change(&app, customer, None, payload).await
+}
+
+/// `PATCH /v1/customers/{customer_ref}/{collection}/{record_id}`
+pub async fn edit_sub_record(
+    State(app): State<AppState>,
+    Path((customer, collection, record_id)): Path<(String, String, String)>,
+    JsonValue(body): JsonValue,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let kind = collection_kind(&collection)?;
+    let payload = Payload::parse(kind, Action::Edit, body).map_err(ApiError::invalid)?;
+    submit_change(&app, customer, Some(record_id), payload).await
+}
+
+async fn submit_change(
+    app: &AppState,
+    customer: String,
+    record_id: Option<String>,
+    payload: Payload,
+) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+    let kind = payload.kind();
+    let action = payload.action();
+    let outcome = app
+        .writer
+        .execute(Command::Submit(Submission::Change { customer, record_id, payload }))
+        .await?;
+    if let Outcome::Accepted { operation_id, customer_ref, state, .. } = &outcome {
+        tracing::info!(%operation_id, %customer_ref, kind = kind.as_str(), action = ?action, state = state.as_str(), "customer change accepted");
+    }
+    accepted(outcome)
+}
+
+/// A sub-record as the till reads it: its id beside its fields.
+#[derive(Serialize)]
+pub struct SubRecordBody<'a, T> {
+    /// Node-assigned id.
+    pub id: &'a str,
+    /// The fields.
+    #[serde(flatten)]
+    pub record: &'a T,
+}
+
+/// A customer as the till reads it.
+#[derive(Serialize)]
+pub struct CustomerBody<'a> {
+    /// Temporary reference at this node.
+    pub customer_ref: &'a str,
+    /// HQ account number; `null` until HQ assigns one.
+    pub account_number: Option<&'a str>,
+    /// Summary of its operations' sync states.
+    pub sync_state: SyncState,
+    /// The customer's fields.
+    #[serde(flatten)]
+    pub fields: &'a NewCustomer,
+    /// Addresses.
+    pub addresses: Vec<SubRecordBody<'a, crate::domain::Address>>,
+    /// Contacts.
+    pub contacts: Vec<SubRecordBody<'a, crate::domain::Contact>>,
+    /// Affiliations.
+    pub affiliations: Vec<SubRecordBody<'a, crate::domain::Affiliation>>,
+    /// Attributes.
+    pub attributes: Vec<SubRecordBody<'a, crate::domain::Attribute>>,
+    /// When it was created here.
+    pub created_at: String,
+    /// When it last changed here.
+    pub updated_at: String,
+}
+
+fn subs<T>(list: &[SubRecord<T>]) -> Vec<SubRecordBody<'_, T>> {
+    list.iter().map(|s| SubRecordBody { id: &s.id, record: &s.record }).collect()
+}
+
+impl<'a> CustomerBody<'a> {
+    /// The body of a customer read.
+    pub fn new(view: &'a CustomerView, sync_state: SyncState) -> Self {
+        CustomerBody {
+            customer_ref: &view.customer_ref,
+            account_number: view.account_number.as_deref(),
+            sync_state,
+            fields: &view.fields,
+            addresses: subs(&view.addresses),
+            contacts: subs(&view.contacts),
+            affiliations: subs(&view.affiliations),
+            attributes: subs(&view.attributes),
+            created_at: rfc3339(view.created_at_ms),
+            updated_at: rfc3339(view.updated_at_ms),
+        }
+    }
+}
+
+/// `GET /v1/customers/{customer_ref}` (a temporary reference or an HQ account number)
+pub async fn get(
+    State(app): State<AppState>,
+    Path(customer): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let store = app.store.clone();
+    let read = tokio::task::spawn_blocking(move || store.customer(&customer).map(|r| (r, customer)))
+        .await
+        .map_err(|_| ApiError::plain(StatusCode::INTERNAL_SERVER_ERROR, "internal", "read task failed"))??;
+    match read {
+        (Some(CustomerRead { view, sync_state }), _) => Ok(Json(to_value(&CustomerBody::new(&view, sync_state))?)),
+        (None, customer) => Err(ApiError::not_found("customer_ref", format!("no customer {customer}"))),
+    }
+}
+
+fn to_value<T: Serialize>(v: &T) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(v)
+        .map_err(|e| ApiError::plain(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+}
+
+/// Query of a customer search.
+#[derive(Debug, Deserialize)]
+pub struct SearchQuery {
+    q: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /v1/customers?q=…&limit=…`
+pub async fn search(
+    State(app): State<AppState>,
+    ApiQuery(query): ApiQuery<SearchQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let q = query.q.unwrap_or_default();
+    if q.trim().is_empty() {
+        return Err(ApiError::bad_param("q", "required", "give a name, e-mail, phone or reference to search for"));
+    }
+    if q.len() > 200 {
+        return Err(ApiError::bad_param("q", "max_length", "must be at most 200 bytes"));
+    }
+    let limit = super::parse_limit(query.limit.as_deref(), 20, app.limits.max_page)?;
+    let store = app.store.clone();
+    let found = tokio::task::spawn_blocking(move || store.search(&q, limit))
+        .await
+        .map_err(|_| ApiError::plain(StatusCode::INTERNAL_SERVER_ERROR, "internal", "search task failed"))??;
+    let customers: Vec<CustomerBody<'_>> =
+        found.iter().map(|r| CustomerBody::new(&r.view, r.sync_state)).collect();
+    Ok(Json(serde_json::json!({ "customers": to_value(&customers)? })))
+}

@@ -1,0 +1,112 @@
+//! The local HTTP API the tills and technicians call. Thin: it parses, checks, and hands work
+//! to the store; every refusal is JSON naming the field and rule.
+
+pub mod customers;
+pub mod error;
+pub mod json;
+pub mod sync_status;
+pub mod time;
+
+use std::time::Duration;
+
+use axum::extract::{FromRequestParts, Query};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::config::Limits;
+use crate::store::{Store, WriterHandle};
+use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// Reads.
+    pub store: Store,
+    /// Writes.
+    pub writer: WriterHandle,
+    /// Bounds.
+    pub limits: Limits,
+}
+
+/// Builds the router with its limits: body size, request timeout, concurrency, panic guard.
+pub fn router(state: AppState) -> Router {
+    let limits = state.limits.clone();
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/customers", post(customers::create).get(customers::search))
+        .route("/v1/customers/{customer_ref}", get(customers::get).patch(customers::edit))
+        .route("/v1/customers/{customer_ref}/{collection}", post(customers::add_sub_record))
+        .route(
+            "/v1/customers/{customer_ref}/{collection}/{record_id}",
+            patch(customers::edit_sub_record),
+        )
+        .route("/v1/sync/operations", get(sync_status::list))
+        .route(
+            "/v1/sync/operations/{operation_id}",
+            get(sync_status::show).put(sync_status::update),
+        )
+        .route("/v1/sync/operations/{operation_id}/sync", post(sync_status::resync))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(limits.body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_millis(limits.request_timeout_ms),
+        ))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(limits.max_concurrent_requests))
+        .layer(CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(ApiError::plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the node hit an internal error; nothing was acknowledged",
+            ))
+        }))
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("path", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::field(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method",
+        "allowed_method",
+        "this endpoint does not take that method",
+    )
+}
+
+/// Parses a `limit` query parameter: 1..=max, `default` when absent.
+pub fn parse_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usize, ApiError> {
+    match raw {
+        None | Some("") => Ok(default.min(max)),
+        Some(s) => match s.parse::<usize>() {
+            Ok(n) if (1..=max).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_param("limit", "range", format!("must be a whole number from 1 to {max}"))),
+        },
+    }
+}
+
+/// A query string whose parse errors are JSON naming the parameter.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| ApiQuery(q))
+            .map_err(|e| ApiError::bad_param("query", "query_syntax", e.body_text()))
+    }
+}

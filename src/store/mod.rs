@@ -1,0 +1,154 @@
+//! The redb store: one file holding the operation queue, the customer views and their search
+//! index. One writer thread owns every write ([`writer`]); reads run anywhere ([`read`]).
+
+pub mod read;
+pub mod schema;
+pub mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+
+pub use read::{CustomerRead, OpFilter};
+pub use writer::{Command, CommandError, Outcome, Submission, WriterHandle};
+
+/// A failure of the store itself (not of a request's content).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// redb reported an error.
+    #[error("store: {0}")]
+    Db(#[from] redb::Error),
+    /// The disk is full: nothing was committed.
+    #[error("store: no space left on device")]
+    NoSpace,
+    /// A stored record could not be encoded or decoded.
+    #[error("store: record encoding: {0}")]
+    Encoding(String),
+    /// The writer has stopped (the node is shutting down).
+    #[error("store: writer stopped")]
+    WriterStopped,
+    /// The file exists but is not a usable Outpost store.
+    #[error(
+        "store file {path} is damaged or not an Outpost store ({reason}); it was left untouched. \
+         Restore it from a backup made with `outpost backup`, or move it aside to start empty"
+    )]
+    Damaged {
+        /// The file.
+        path: String,
+        /// What redb said.
+        reason: String,
+    },
+}
+
+impl StoreError {
+    /// Wraps any redb error, recognising a full disk.
+    pub fn db(e: impl Into<redb::Error>) -> StoreError {
+        let e: redb::Error = e.into();
+        if let redb::Error::Io(io) = &e
+            && io.kind() == std::io::ErrorKind::StorageFull
+        {
+            return StoreError::NoSpace;
+        }
+        StoreError::Db(e)
+    }
+}
+
+/// Options for opening the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// redb page cache, bytes.
+    pub cache_bytes: usize,
+}
+
+/// The open store file. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path` and makes sure every table exists.
+    /// A damaged file is reported, never replaced.
+    pub fn open(path: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::db(redb::StorageError::Io(e)))?;
+        }
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::Storage(redb::StorageError::Io(io))
+                    if io.kind() != std::io::ErrorKind::InvalidData =>
+                {
+                    StoreError::db(redb::StorageError::Io(io))
+                }
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::db(e),
+                other => StoreError::Damaged {
+                    path: path.display().to_string(),
+                    reason: other.to_string(),
+                },
+            })?;
+        let store = Store { db: Arc::new(db) };
+        store.init_schema()?;
+        Ok(store)
+    }
+
+    fn init_schema(&self) -> Result<(), StoreError> {
+        let mut tx = self.db.begin_write().map_err(StoreError::db)?;
+        tx.set_durability(redb::Durability::Immediate)
+            .map_err(StoreError::db)?;
+        {
+            let mut meta = tx.open_table(schema::META).map_err(StoreError::db)?;
+            let version = meta
+                .get(schema::SCHEMA_KEY)
+                .map_err(StoreError::db)?
+                .map(|v| v.value());
+            match version {
+                None => {
+                    meta.insert(schema::SCHEMA_KEY, schema::SCHEMA_VERSION)
+                        .map_err(StoreError::db)?;
+                }
+                Some(v) if v == schema::SCHEMA_VERSION => {}
+                Some(v) => {
+                    return Err(StoreError::Damaged {
+                        path: "store".into(),
+                        reason: format!(
+                            "schema version {v}, this build reads {}",
+                            schema::SCHEMA_VERSION
+                        ),
+                    });
+                }
+            }
+            tx.open_table(schema::OPS).map_err(StoreError::db)?;
+            tx.open_table(schema::OP_IDS).map_err(StoreError::db)?;
+            tx.open_table(schema::OPS_BY_STATE).map_err(StoreError::db)?;
+            tx.open_table(schema::CUSTOMERS).map_err(StoreError::db)?;
+            tx.open_table(schema::CUSTOMER_OPS).map_err(StoreError::db)?;
+            tx.open_table(schema::SEARCH).map_err(StoreError::db)?;
+            tx.open_table(schema::ACCOUNTS).map_err(StoreError::db)?;
+        }
+        tx.commit().map_err(StoreError::db)?;
+        Ok(())
+    }
+
+    /// The underlying database, for the writer and readers of this module.
+    pub(crate) fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// Starts a read transaction.
+    pub(crate) fn begin_read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        self.db.begin_read().map_err(StoreError::db)
+    }
+}
+
+/// Milliseconds since the Unix epoch, from the system clock.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,195 @@
+//! Reads: customers by reference or account number, search, and the operation listings of the
+//! sync-status page. Each read runs in its own snapshot; readers never wait for the writer.
+
+use redb::{ReadOnlyTable, ReadableTableMetadata};
+
+use super::schema::{self, decode};
+use super::{Store, StoreError};
+use crate::domain::search;
+use crate::domain::view::{CustomerView, SyncState};
+use crate::domain::{OpState, Operation, OperationId};
+
+/// A customer with its summarised sync state.
+#[derive(Debug, Clone)]
+pub struct CustomerRead {
+    /// The view.
+    pub view: CustomerView,
+    /// The worst state among its operations still held at the node.
+    pub sync_state: SyncState,
+}
+
+/// Which operations to list.
+#[derive(Debug, Clone, Default)]
+pub struct OpFilter {
+    /// Only this state; all states when `None`.
+    pub state: Option<OpState>,
+    /// Only operations accepted after this sequence number (paging cursor).
+    pub after_seq: Option<u64>,
+    /// Most operations returned.
+    pub limit: usize,
+}
+
+/// How many candidate customers one search examines at most, per requested result.
+const SEARCH_SCAN_FACTOR: usize = 20;
+
+fn t<T>(r: Result<T, impl Into<redb::Error>>) -> Result<T, StoreError> {
+    r.map_err(StoreError::db)
+}
+
+impl Store {
+    /// The customer by temporary reference or HQ account number.
+    pub fn customer(&self, key: &str) -> Result<Option<CustomerRead>, StoreError> {
+        let tx = self.begin_read()?;
+        let customers = t(tx.open_table(schema::CUSTOMERS))?;
+        let customer_ops = t(tx.open_table(schema::CUSTOMER_OPS))?;
+        let ops = t(tx.open_table(schema::OPS))?;
+        let view = match t(customers.get(key))? {
+            Some(bytes) => Some(decode::<CustomerView>(bytes.value())?),
+            None => {
+                let accounts = t(tx.open_table(schema::ACCOUNTS))?;
+                match t(accounts.get(key))? {
+                    Some(r) => match t(customers.get(r.value()))? {
+                        Some(bytes) => Some(decode::<CustomerView>(bytes.value())?),
+                        None => None,
+                    },
+                    None => None,
+                }
+            }
+        };
+        view.map(|view| {
+            let sync_state = sync_state(&customer_ops, &ops, &view.customer_ref)?;
+            Ok(CustomerRead { view, sync_state })
+        })
+        .transpose()
+    }
+
+    /// Customers whose terms match every term of `q` by prefix, most recently changed first.
+    pub fn search(&self, q: &str, limit: usize) -> Result<Vec<CustomerRead>, StoreError> {
+        let terms = search::query_terms(q);
+        // The longest term is usually the most selective: scan its prefix range only.
+        let Some(lead) = terms.iter().max_by_key(|t| t.len()) else {
+            return Ok(Vec::new());
+        };
+        let tx = self.begin_read()?;
+        let index = t(tx.open_table(schema::SEARCH))?;
+        let customers = t(tx.open_table(schema::CUSTOMERS))?;
+        let customer_ops = t(tx.open_table(schema::CUSTOMER_OPS))?;
+        let ops = t(tx.open_table(schema::OPS))?;
+        let mut refs: Vec<String> = Vec::new();
+        let scan_cap = limit.saturating_mul(SEARCH_SCAN_FACTOR).max(limit);
+        for entry in t(index.range((lead.as_str(), "")..))? {
+            let (key, _) = t(entry)?;
+            let (term, customer_ref) = key.value();
+            if !term.starts_with(lead.as_str()) || refs.len() >= scan_cap {
+                break;
+            }
+            refs.push(customer_ref.to_string());
+        }
+        refs.sort();
+        refs.dedup();
+        let mut out = Vec::new();
+        for r in refs {
+            let Some(bytes) = t(customers.get(r.as_str()))? else {
+                continue;
+            };
+            let view: CustomerView = decode(bytes.value())?;
+            let own = search::terms(&view);
+            let all_match = terms
+                .iter()
+                .all(|q| own.iter().any(|term| term.starts_with(q.as_str())));
+            if all_match {
+                let sync_state = sync_state(&customer_ops, &ops, &view.customer_ref)?;
+                out.push(CustomerRead { view, sync_state });
+            }
+        }
+        out.sort_by(|a, b| {
+            b.view
+                .updated_at_ms
+                .cmp(&a.view.updated_at_ms)
+                .then_with(|| a.view.customer_ref.cmp(&b.view.customer_ref))
+        });
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// One operation by id.
+    pub fn operation(&self, id: OperationId) -> Result<Option<Operation>, StoreError> {
+        let tx = self.begin_read()?;
+        let ids = t(tx.open_table(schema::OP_IDS))?;
+        let ops = t(tx.open_table(schema::OPS))?;
+        let Some(seq) = t(ids.get(id.as_u128()))? else {
+            return Ok(None);
+        };
+        match t(ops.get(seq.value()))? {
+            Some(bytes) => decode(bytes.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Operations in acceptance order, filtered by state and paged by sequence number.
+    pub fn operations(&self, filter: &OpFilter) -> Result<Vec<Operation>, StoreError> {
+        let tx = self.begin_read()?;
+        let ops = t(tx.open_table(schema::OPS))?;
+        let start = filter.after_seq.map_or(0, |s| s.saturating_add(1));
+        let mut out = Vec::new();
+        match filter.state {
+            Some(state) => {
+                let by_state = t(tx.open_table(schema::OPS_BY_STATE))?;
+                let code = state.code();
+                for entry in t(by_state.range((code, start)..=(code, u64::MAX)))? {
+                    if out.len() >= filter.limit {
+                        break;
+                    }
+                    let (key, _) = t(entry)?;
+                    if let Some(bytes) = t(ops.get(key.value().1))? {
+                        out.push(decode(bytes.value())?);
+                    }
+                }
+            }
+            None => {
+                for entry in t(ops.range(start..))? {
+                    if out.len() >= filter.limit {
+                        break;
+                    }
+                    let (_, bytes) = t(entry)?;
+                    out.push(decode(bytes.value())?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Number of operations in each state.
+    pub fn operation_counts(&self) -> Result<Vec<(OpState, u64)>, StoreError> {
+        let tx = self.begin_read()?;
+        let by_state = t(tx.open_table(schema::OPS_BY_STATE))?;
+        let mut out = Vec::new();
+        for state in OpState::ALL {
+            let code = state.code();
+            let n = t(by_state.range((code, 0)..=(code, u64::MAX)))?.count() as u64;
+            out.push((state, n));
+        }
+        Ok(out)
+    }
+
+    /// Number of customers in the store.
+    pub fn customer_count(&self) -> Result<u64, StoreError> {
+        let tx = self.begin_read()?;
+        t(t(tx.open_table(schema::CUSTOMERS))?.len())
+    }
+}
+
+fn sync_state(
+    customer_ops: &ReadOnlyTable<(&'static str, u64), ()>,
+    ops: &ReadOnlyTable<u64, &'static [u8]>,
+    customer_ref: &str,
+) -> Result<SyncState, StoreError> {
+    let mut states = Vec::new();
+    for entry in t(customer_ops.range((customer_ref, 0)..=(customer_ref, u64::MAX)))? {
+        let (key, _) = t(entry)?;
+        if let Some(bytes) = t(ops.get(key.value().1))? {
+            states.push(decode::<Operation>(bytes.value())?.state);
+        }
+    }
+    Ok(SyncState::summarise(states))
+}

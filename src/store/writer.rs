@@ -1,0 +1,490 @@
+//! The single writer: one thread owns every write. Requests that arrive together are committed
+//! in one durable transaction (group commit), and each is answered only after that commit.
+
+use std::sync::Arc;
+
+use redb::{ReadableTable, Table, WriteTransaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::schema::{self, decode, encode};
+use super::{Store, StoreError, now_ms};
+use crate::domain::search;
+use crate::domain::view::{CustomerView, has_sub_record};
+use crate::domain::{Action, FieldError, NewCustomer, OpState, Operation, OperationId, Payload, RecordKind};
+
+/// A change the till asks for.
+#[derive(Debug, Clone)]
+pub enum Submission {
+    /// A new customer.
+    NewCustomer(NewCustomer),
+    /// An edit of a customer, or a create or edit of one of its sub-records.
+    Change {
+        /// Temporary reference or HQ account number of the customer.
+        customer: String,
+        /// The sub-record edited; `None` for the customer itself and for creates.
+        record_id: Option<String>,
+        /// The validated record.
+        payload: Payload,
+    },
+}
+
+/// Everything the writer can be asked to do.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// Accept a new operation from the till.
+    Submit(Submission),
+    /// Replace a failed operation's record (sync-status edit and save).
+    EditPayload {
+        /// The operation.
+        id: OperationId,
+        /// The new record, in the shape the till sends.
+        record: serde_json::Value,
+    },
+    /// Queue a failed operation again, and release the operations held behind it.
+    Resync {
+        /// The operation.
+        id: OperationId,
+    },
+}
+
+/// What a committed command produced.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// A new operation was accepted and is durable.
+    Accepted {
+        /// Its id.
+        operation_id: OperationId,
+        /// The customer it belongs to.
+        customer_ref: String,
+        /// The sub-record it created or edited.
+        record_id: Option<String>,
+        /// Its state at acceptance (`pending`, or `held` behind a failed operation).
+        state: OpState,
+    },
+    /// An existing operation changed.
+    Updated(Box<Operation>),
+}
+
+/// Why a command was refused; nothing of it was written.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommandError {
+    /// The customer, sub-record or operation does not exist.
+    #[error("{what} not found: {id}")]
+    NotFound {
+        /// What was looked for, e.g. `customer`.
+        what: &'static str,
+        /// The id given.
+        id: String,
+    },
+    /// The content breaks a rule.
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    /// The operation is not in a state that allows this.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// A write that did not happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WriteError {
+    /// The command was refused.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// The store failed; the whole group was rolled back.
+    #[error(transparent)]
+    Store(Arc<StoreError>),
+}
+
+struct Job {
+    command: Command,
+    reply: oneshot::Sender<Result<Outcome, WriteError>>,
+}
+
+/// Settings of the writer.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// Prefix of temporary customer references.
+    pub store_id: String,
+    /// Bound of the request channel.
+    pub queue: usize,
+    /// Most requests in one transaction.
+    pub group_commit_max: usize,
+}
+
+/// Sends commands to the writer. Cheap to clone; the writer stops when every handle is gone.
+#[derive(Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<Job>,
+}
+
+impl WriterHandle {
+    /// Runs `command` and waits until it is committed (or refused).
+    pub async fn execute(&self, command: Command) -> Result<Outcome, WriteError> {
+        let (reply, rx) = oneshot::channel();
+        let stopped = || WriteError::Store(Arc::new(StoreError::WriterStopped));
+        self.tx
+            .send(Job { command, reply })
+            .await
+            .map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+/// Starts the writer thread. It runs until every [`WriterHandle`] is dropped, then finishes the
+/// requests already queued and returns.
+pub fn spawn(
+    store: Store,
+    options: WriterOptions,
+) -> std::io::Result<(WriterHandle, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel(options.queue);
+    let thread = std::thread::Builder::new()
+        .name("outpost-writer".into())
+        .spawn(move || run(store, options, rx))?;
+    Ok((WriterHandle { tx }, thread))
+}
+
+fn run(store: Store, options: WriterOptions, mut rx: mpsc::Receiver<Job>) {
+    let mut jobs = Vec::with_capacity(options.group_commit_max);
+    while let Some(first) = rx.blocking_recv() {
+        jobs.push(first);
+        while jobs.len() < options.group_commit_max {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let commands: Vec<&Command> = jobs.iter().map(|j| &j.command).collect();
+        match commit_group(&store, &options, &commands) {
+            Ok(results) => {
+                for (job, result) in jobs.drain(..).zip(results) {
+                    // A caller that went away (timeout) still had its write committed.
+                    let _ = job.reply.send(result.map_err(WriteError::Command));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, group = jobs.len(), "write group rolled back");
+                let e = Arc::new(e);
+                for job in jobs.drain(..) {
+                    let _ = job.reply.send(Err(WriteError::Store(e.clone())));
+                }
+            }
+        }
+    }
+}
+
+type Refusable = Result<Outcome, CommandError>;
+
+/// Commits `commands` in one durable transaction. A refused command writes nothing; a store
+/// failure rolls back the whole group.
+pub(crate) fn commit_group(
+    store: &Store,
+    options: &WriterOptions,
+    commands: &[&Command],
+) -> Result<Vec<Refusable>, StoreError> {
+    let mut tx = store.db().begin_write().map_err(StoreError::db)?;
+    tx.set_durability(redb::Durability::Immediate)
+        .map_err(StoreError::db)?;
+    let results = {
+        let mut t = Tables::open(&tx)?;
+        let mut next_seq = t
+            .meta
+            .get(schema::NEXT_SEQ)
+            .map_err(StoreError::db)?
+            .map_or(1, |g| g.value());
+        let now = now_ms();
+        let mut results = Vec::with_capacity(commands.len());
+        for command in commands {
+            let result = match command {
+                Command::Submit(sub) => t.submit(options, sub, &mut next_seq, now)?,
+                Command::EditPayload { id, record } => t.edit_payload(*id, record, now)?,
+                Command::Resync { id } => t.resync(*id, now)?,
+            };
+            results.push(result);
+        }
+        t.meta
+            .insert(schema::NEXT_SEQ, next_seq)
+            .map_err(StoreError::db)?;
+        results
+    };
+    tx.commit().map_err(StoreError::db)?;
+    Ok(results)
+}
+
+/// Every table, open in one write transaction.
+pub(crate) struct Tables<'tx> {
+    pub meta: Table<'tx, &'static str, u64>,
+    pub ops: Table<'tx, u64, &'static [u8]>,
+    pub op_ids: Table<'tx, u128, u64>,
+    pub by_state: Table<'tx, (u8, u64), ()>,
+    pub customers: Table<'tx, &'static str, &'static [u8]>,
+    pub customer_ops: Table<'tx, (&'static str, u64), ()>,
+    pub search: Table<'tx, (&'static str, &'static str), ()>,
+    pub accounts: Table<'tx, &'static str, &'static str>,
+}
+
+impl<'tx> Tables<'tx> {
+    pub fn open(tx: &'tx WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Tables {
+            meta: tx.open_table(schema::META).map_err(StoreError::db)?,
+            ops: tx.open_table(schema::OPS).map_err(StoreError::db)?,
+            op_ids: tx.open_table(schema::OP_IDS).map_err(StoreError::db)?,
+            by_state: tx.open_table(schema::OPS_BY_STATE).map_err(StoreError::db)?,
+            customers: tx.open_table(schema::CUSTOMERS).map_err(StoreError::db)?,
+            customer_ops: tx.open_table(schema::CUSTOMER_OPS).map_err(StoreError::db)?,
+            search: tx.open_table(schema::SEARCH).map_err(StoreError::db)?,
+            accounts: tx.open_table(schema::ACCOUNTS).map_err(StoreError::db)?,
+        })
+    }
+
+    fn submit(
+        &mut self,
+        options: &WriterOptions,
+        sub: &Submission,
+        next_seq: &mut u64,
+        now: i64,
+    ) -> Result<Refusable, StoreError> {
+        let seq = *next_seq;
+        let op = |customer_ref: String, record_id: Option<String>, payload: Payload, state| Operation {
+            id: OperationId::new_v7(now as u64),
+            seq,
+            customer_ref,
+            record_id,
+            payload,
+            state,
+            error: None,
+            revision: 0,
+            accepted_at_ms: now,
+            updated_at_ms: now,
+        };
+        let (op, old_view, new_view) = match sub {
+            Submission::NewCustomer(fields) => {
+                let customer_ref = format!("{}-T{seq}", options.store_id);
+                let op = op(customer_ref, None, Payload::CustomerCreate(fields.clone()), OpState::Pending);
+                let Some(view) = CustomerView::created_by(&op) else {
+                    return Err(StoreError::Encoding("customer create did not build a view".into()));
+                };
+                (op, None, view)
+            }
+            Submission::Change { customer, record_id, payload } => {
+                let Some(view) = self.customer(customer)? else {
+                    return Ok(Err(CommandError::NotFound { what: "customer", id: customer.clone() }));
+                };
+                let record_id = match (payload.kind(), payload.action()) {
+                    (RecordKind::Customer, _) => None,
+                    (kind, Action::Create) => Some(format!("{}-{seq}", kind.id_prefix())),
+                    (kind, Action::Edit) => {
+                        let id = record_id.clone().unwrap_or_default();
+                        if !has_sub_record(&view, payload, &id) {
+                            return Ok(Err(CommandError::NotFound { what: kind.as_str(), id }));
+                        }
+                        Some(id)
+                    }
+                };
+                let state = if self.customer_blocked(&view.customer_ref)? {
+                    OpState::Held
+                } else {
+                    OpState::Pending
+                };
+                let op = op(view.customer_ref.clone(), record_id, payload.clone(), state);
+                let mut next = view.clone();
+                if let Err(e) = next.apply(&op) {
+                    return Ok(Err(e.into()));
+                }
+                (op, Some(view), next)
+            }
+        };
+        // Every check passed: from here on only writes.
+        *next_seq += 1;
+        self.insert_op(&op)?;
+        self.customer_ops
+            .insert((op.customer_ref.as_str(), op.seq), ())
+            .map_err(StoreError::db)?;
+        self.put_view(old_view.as_ref(), &new_view)?;
+        Ok(Ok(Outcome::Accepted {
+            operation_id: op.id,
+            customer_ref: op.customer_ref,
+            record_id: op.record_id,
+            state: op.state,
+        }))
+    }
+
+    fn edit_payload(
+        &mut self,
+        id: OperationId,
+        record: &serde_json::Value,
+        now: i64,
+    ) -> Result<Refusable, StoreError> {
+        let Some(mut op) = self.op_by_id(id)? else {
+            return Ok(Err(CommandError::NotFound { what: "operation", id: id.to_string() }));
+        };
+        if op.state != OpState::Failed {
+            return Ok(Err(CommandError::Conflict(format!(
+                "only a failed operation can be edited; this one is {}",
+                op.state.as_str()
+            ))));
+        }
+        let payload = match Payload::parse(op.kind(), op.action(), record.clone()) {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e.nested("payload").into())),
+        };
+        op.payload = payload;
+        op.revision += 1;
+        op.updated_at_ms = now;
+        let Some(old_view) = self.customer(&op.customer_ref)? else {
+            return Err(StoreError::Encoding(format!("operation {id} has no customer view")));
+        };
+        let mut ops = self.customer_operations(&op.customer_ref)?;
+        for o in ops.iter_mut().filter(|o| o.seq == op.seq) {
+            *o = op.clone();
+        }
+        let mut new_view = match CustomerView::rebuild(None, ops.iter()) {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                return Err(StoreError::Encoding(format!(
+                    "customer {} has no create operation",
+                    op.customer_ref
+                )));
+            }
+            Err(e) => return Ok(Err(e.nested("payload").into())),
+        };
+        new_view.account_number.clone_from(&old_view.account_number);
+        new_view.created_at_ms = old_view.created_at_ms;
+        self.ops
+            .insert(op.seq, encode(&op)?.as_slice())
+            .map_err(StoreError::db)?;
+        self.put_view(Some(&old_view), &new_view)?;
+        Ok(Ok(Outcome::Updated(Box::new(op))))
+    }
+
+    fn resync(&mut self, id: OperationId, now: i64) -> Result<Refusable, StoreError> {
+        let Some(op) = self.op_by_id(id)? else {
+            return Ok(Err(CommandError::NotFound { what: "operation", id: id.to_string() }));
+        };
+        if op.state != OpState::Failed {
+            return Ok(Err(CommandError::Conflict(format!(
+                "only a failed operation can be re-synced; this one is {}",
+                op.state.as_str()
+            ))));
+        }
+        let mut updated = None;
+        for mut o in self.customer_operations(&op.customer_ref)? {
+            let release = o.seq == op.seq || (o.seq > op.seq && o.state == OpState::Held);
+            if release {
+                self.set_state(&mut o, OpState::Pending, None, now)?;
+                if o.seq == op.seq {
+                    updated = Some(o);
+                }
+            }
+        }
+        Ok(updated
+            .map(|o| Outcome::Updated(Box::new(o)))
+            .ok_or_else(|| CommandError::NotFound { what: "operation", id: id.to_string() }))
+    }
+
+    /// Moves an operation to `state`, keeping the by-state index in step.
+    pub fn set_state(
+        &mut self,
+        op: &mut Operation,
+        state: OpState,
+        error: Option<crate::domain::operation::OpError>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.by_state
+            .remove((op.state.code(), op.seq))
+            .map_err(StoreError::db)?;
+        op.state = state;
+        op.error = error;
+        op.updated_at_ms = now;
+        self.insert_op(op)
+    }
+
+    fn insert_op(&mut self, op: &Operation) -> Result<(), StoreError> {
+        self.ops
+            .insert(op.seq, encode(op)?.as_slice())
+            .map_err(StoreError::db)?;
+        self.op_ids
+            .insert(op.id.as_u128(), op.seq)
+            .map_err(StoreError::db)?;
+        self.by_state
+            .insert((op.state.code(), op.seq), ())
+            .map_err(StoreError::db)?;
+        Ok(())
+    }
+
+    fn op_by_id(&self, id: OperationId) -> Result<Option<Operation>, StoreError> {
+        let Some(seq) = self.op_ids.get(id.as_u128()).map_err(StoreError::db)? else {
+            return Ok(None);
+        };
+        let seq = seq.value();
+        let Some(bytes) = self.ops.get(seq).map_err(StoreError::db)? else {
+            return Ok(None);
+        };
+        decode(bytes.value()).map(Some)
+    }
+
+    /// The customer by temporary reference or HQ account number.
+    fn customer(&self, key: &str) -> Result<Option<CustomerView>, StoreError> {
+        if let Some(bytes) = self.customers.get(key).map_err(StoreError::db)? {
+            return decode(bytes.value()).map(Some);
+        }
+        let Some(customer_ref) = self.accounts.get(key).map_err(StoreError::db)? else {
+            return Ok(None);
+        };
+        let customer_ref = customer_ref.value().to_string();
+        match self.customers.get(customer_ref.as_str()).map_err(StoreError::db)? {
+            Some(bytes) => decode(bytes.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The customer's operations still held at the node, in acceptance order.
+    fn customer_operations(&self, customer_ref: &str) -> Result<Vec<Operation>, StoreError> {
+        let mut out = Vec::new();
+        let range = self
+            .customer_ops
+            .range((customer_ref, 0)..=(customer_ref, u64::MAX))
+            .map_err(StoreError::db)?;
+        for entry in range {
+            let (key, _) = entry.map_err(StoreError::db)?;
+            let seq = key.value().1;
+            if let Some(bytes) = self.ops.get(seq).map_err(StoreError::db)? {
+                out.push(decode(bytes.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether a new operation on this customer must wait behind a failed one.
+    fn customer_blocked(&self, customer_ref: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .customer_operations(customer_ref)?
+            .iter()
+            .any(|o| matches!(o.state, OpState::Failed | OpState::Held)))
+    }
+
+    /// Writes a customer view and brings its search terms in step with `old`.
+    fn put_view(&mut self, old: Option<&CustomerView>, new: &CustomerView) -> Result<(), StoreError> {
+        let key = new.customer_ref.as_str();
+        self.customers
+            .insert(key, encode(new)?.as_slice())
+            .map_err(StoreError::db)?;
+        let old_terms = old.map(search::terms).unwrap_or_default();
+        let new_terms = search::terms(new);
+        for term in old_terms.iter().filter(|t| new_terms.binary_search(t).is_err()) {
+            self.search
+                .remove((term.as_str(), key))
+                .map_err(StoreError::db)?;
+        }
+        for term in new_terms.iter().filter(|t| old_terms.binary_search(t).is_err()) {
+            self.search
+                .insert((term.as_str(), key), ())
+                .map_err(StoreError::db)?;
+        }
+        if let Some(acc) = &new.account_number {
+            self.accounts
+                .insert(acc.as_str(), key)
+                .map_err(StoreError::db)?;
+        }
+        Ok(())
+    }
+}
