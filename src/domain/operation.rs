@@ -270,6 +270,9 @@ impl Payload {
                 super::validation::from_serde(&path, &e.into_inner().to_string())
             })
         }
+        if !record.is_object() {
+            return Err(FieldError::new("body", "type", "the record must be a JSON object"));
+        }
         let payload = match (kind, action) {
             (RecordKind::Customer, Action::Create) => Payload::CustomerCreate(typed(record)?),
             (RecordKind::Customer, Action::Edit) => Payload::CustomerEdit(typed(record)?),
