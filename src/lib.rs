@@ -6,6 +6,7 @@
 pub mod api;
 pub mod config;
 pub mod domain;
+pub mod hq;
 pub mod node;
 pub mod store;
 pub mod telemetry;
