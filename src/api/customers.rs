@@ -1,8 +1,8 @@
 //! Customer endpoints for the till: create, edit, sub-records, read and search.
 
+use super::ApiQuery;
 use axum::Json;
 use axum::extract::{Path, State};
-use super::ApiQuery;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -12,8 +12,8 @@ use super::json::JsonValue;
 use super::time::rfc3339;
 use crate::domain::view::{CustomerView, SubRecord, SyncState};
 use crate::domain::{Action, NewCustomer, OpState, Payload, RecordKind};
-use crate::store::{CustomerRead, Outcome, Submission};
 use crate::store::writer::Command;
+use crate::store::{CustomerRead, Outcome, Submission};
 
 /// Answer to an accepted write: the operation is durable.
 #[derive(Debug, Serialize, Deserialize)]
@@ -31,11 +31,21 @@ pub struct Accepted {
 
 fn accepted(outcome: Outcome) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     match outcome {
-        Outcome::Accepted { operation_id, customer_ref, record_id, state } => Ok((
+        Outcome::Accepted {
+            operation_id,
+            customer_ref,
+            record_id,
+            state,
+        } => Ok((
             StatusCode::ACCEPTED,
-            Json(Accepted { operation_id: operation_id.to_string(), customer_ref, record_id, state }),
+            Json(Accepted {
+                operation_id: operation_id.to_string(),
+                customer_ref,
+                record_id,
+                state,
+            }),
         )),
-        Outcome::Updated(_) => Err(ApiError::plain(
+        Outcome::Updated(_) | Outcome::Synced(_) => Err(ApiError::plain(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "unexpected writer outcome",
@@ -48,12 +58,25 @@ pub async fn create(
     State(app): State<AppState>,
     JsonValue(body): JsonValue,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    let payload = Payload::parse(RecordKind::Customer, Action::Create, body).map_err(ApiError::invalid)?;
+    let payload =
+        Payload::parse(RecordKind::Customer, Action::Create, body).map_err(ApiError::invalid)?;
     let Payload::CustomerCreate(fields) = payload else {
-        return Err(ApiError::plain(StatusCode::INTERNAL_SERVER_ERROR, "internal", "parse mismatch"));
+        return Err(ApiError::plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "parse mismatch",
+        ));
     };
-    let outcome = app.writer.execute(Command::Submit(Submission::NewCustomer(fields))).await?;
-    if let Outcome::Accepted { operation_id, customer_ref, .. } = &outcome {
+    let outcome = app
+        .writer
+        .execute(Command::Submit(Submission::NewCustomer(fields)))
+        .await?;
+    if let Outcome::Accepted {
+        operation_id,
+        customer_ref,
+        ..
+    } = &outcome
+    {
         tracing::info!(%operation_id, %customer_ref, "customer create accepted");
     }
     accepted(outcome)
@@ -65,7 +88,8 @@ pub async fn edit(
     Path(customer): Path<String>,
     JsonValue(body): JsonValue,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    let payload = Payload::parse(RecordKind::Customer, Action::Edit, body).map_err(ApiError::invalid)?;
+    let payload =
+        Payload::parse(RecordKind::Customer, Action::Edit, body).map_err(ApiError::invalid)?;
     submit_change(&app, customer, None, payload).await
 }
 
@@ -114,9 +138,19 @@ async fn submit_change(
     let action = payload.action();
     let outcome = app
         .writer
-        .execute(Command::Submit(Submission::Change { customer, record_id, payload }))
+        .execute(Command::Submit(Submission::Change {
+            customer,
+            record_id,
+            payload,
+        }))
         .await?;
-    if let Outcome::Accepted { operation_id, customer_ref, state, .. } = &outcome {
+    if let Outcome::Accepted {
+        operation_id,
+        customer_ref,
+        state,
+        ..
+    } = &outcome
+    {
         tracing::info!(%operation_id, %customer_ref, kind = kind.as_str(), action = ?action, state = state.as_str(), "customer change accepted");
     }
     accepted(outcome)
@@ -159,7 +193,12 @@ pub struct CustomerBody<'a> {
 }
 
 fn subs<T>(list: &[SubRecord<T>]) -> Vec<SubRecordBody<'_, T>> {
-    list.iter().map(|s| SubRecordBody { id: &s.id, record: &s.record }).collect()
+    list.iter()
+        .map(|s| SubRecordBody {
+            id: &s.id,
+            record: &s.record,
+        })
+        .collect()
 }
 
 impl<'a> CustomerBody<'a> {
@@ -186,12 +225,24 @@ pub async fn get(
     Path(customer): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let store = app.store.clone();
-    let read = tokio::task::spawn_blocking(move || store.customer(&customer).map(|r| (r, customer)))
-        .await
-        .map_err(|_| ApiError::plain(StatusCode::INTERNAL_SERVER_ERROR, "internal", "read task failed"))??;
+    let read =
+        tokio::task::spawn_blocking(move || store.customer(&customer).map(|r| (r, customer)))
+            .await
+            .map_err(|_| {
+                ApiError::plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "read task failed",
+                )
+            })??;
     match read {
-        (Some(CustomerRead { view, sync_state }), _) => Ok(Json(to_value(&CustomerBody::new(&view, sync_state))?)),
-        (None, customer) => Err(ApiError::not_found("customer_ref", format!("no customer {customer}"))),
+        (Some(CustomerRead { view, sync_state }), _) => {
+            Ok(Json(to_value(&CustomerBody::new(&view, sync_state))?))
+        }
+        (None, customer) => Err(ApiError::not_found(
+            "customer_ref",
+            format!("no customer {customer}"),
+        )),
     }
 }
 
@@ -214,17 +265,35 @@ pub async fn search(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let q = query.q.unwrap_or_default();
     if q.trim().is_empty() {
-        return Err(ApiError::bad_param("q", "required", "give a name, e-mail, phone or reference to search for"));
+        return Err(ApiError::bad_param(
+            "q",
+            "required",
+            "give a name, e-mail, phone or reference to search for",
+        ));
     }
     if q.len() > 200 {
-        return Err(ApiError::bad_param("q", "max_length", "must be at most 200 bytes"));
+        return Err(ApiError::bad_param(
+            "q",
+            "max_length",
+            "must be at most 200 bytes",
+        ));
     }
     let limit = super::parse_limit(query.limit.as_deref(), 20, app.limits.max_page)?;
     let store = app.store.clone();
     let found = tokio::task::spawn_blocking(move || store.search(&q, limit))
         .await
-        .map_err(|_| ApiError::plain(StatusCode::INTERNAL_SERVER_ERROR, "internal", "search task failed"))??;
-    let customers: Vec<CustomerBody<'_>> =
-        found.iter().map(|r| CustomerBody::new(&r.view, r.sync_state)).collect();
-    Ok(Json(serde_json::json!({ "customers": to_value(&customers)? })))
+        .map_err(|_| {
+            ApiError::plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "search task failed",
+            )
+        })??;
+    let customers: Vec<CustomerBody<'_>> = found
+        .iter()
+        .map(|r| CustomerBody::new(&r.view, r.sync_state))
+        .collect();
+    Ok(Json(
+        serde_json::json!({ "customers": to_value(&customers)? }),
+    ))
 }

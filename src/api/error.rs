@@ -65,12 +65,24 @@ impl ApiError {
 
     /// 422 for a field that breaks a rule.
     pub fn invalid(e: FieldError) -> Self {
-        Self::field(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", e.field, e.rule, e.message)
+        Self::field(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            e.field,
+            e.rule,
+            e.message,
+        )
     }
 
     /// 400 for a bad query or path parameter.
     pub fn bad_param(field: &str, rule: &'static str, message: impl Into<String>) -> Self {
-        Self::field(StatusCode::BAD_REQUEST, "invalid_parameter", field, rule, message)
+        Self::field(
+            StatusCode::BAD_REQUEST,
+            "invalid_parameter",
+            field,
+            rule,
+            message,
+        )
     }
 
     /// 404 for a missing resource named by `field`.

@@ -37,9 +37,18 @@ pub fn router(state: AppState) -> Router {
     let limits = state.limits.clone();
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/v1/customers", post(customers::create).get(customers::search))
-        .route("/v1/customers/{customer_ref}", get(customers::get).patch(customers::edit))
-        .route("/v1/customers/{customer_ref}/{collection}", post(customers::add_sub_record))
+        .route(
+            "/v1/customers",
+            post(customers::create).get(customers::search),
+        )
+        .route(
+            "/v1/customers/{customer_ref}",
+            get(customers::get).patch(customers::edit),
+        )
+        .route(
+            "/v1/customers/{customer_ref}/{collection}",
+            post(customers::add_sub_record),
+        )
         .route(
             "/v1/customers/{customer_ref}/{collection}/{record_id}",
             patch(customers::edit_sub_record),
@@ -49,7 +58,10 @@ pub fn router(state: AppState) -> Router {
             "/v1/sync/operations/{operation_id}",
             get(sync_status::show).put(sync_status::update),
         )
-        .route("/v1/sync/operations/{operation_id}/sync", post(sync_status::resync))
+        .route(
+            "/v1/sync/operations/{operation_id}/sync",
+            post(sync_status::resync),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -58,7 +70,9 @@ pub fn router(state: AppState) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_millis(limits.request_timeout_ms),
         ))
-        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(limits.max_concurrent_requests))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            limits.max_concurrent_requests,
+        ))
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::plain(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -92,7 +106,11 @@ pub fn parse_limit(raw: Option<&str>, default: usize, max: usize) -> Result<usiz
         None | Some("") => Ok(default.min(max)),
         Some(s) => match s.parse::<usize>() {
             Ok(n) if (1..=max).contains(&n) => Ok(n),
-            _ => Err(ApiError::bad_param("limit", "range", format!("must be a whole number from 1 to {max}"))),
+            _ => Err(ApiError::bad_param(
+                "limit",
+                "range",
+                format!("must be a whole number from 1 to {max}"),
+            )),
         },
     }
 }

@@ -1,9 +1,9 @@
 //! Sync status: list operations by state, show one with its HQ error, edit a failed one, and
 //! queue it again.
 
+use super::ApiQuery;
 use axum::Json;
 use axum::extract::{Path, State};
-use super::ApiQuery;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -79,7 +79,11 @@ pub struct ListQuery {
 }
 
 fn blocking_err(_: tokio::task::JoinError) -> ApiError {
-    ApiError::plain(StatusCode::INTERNAL_SERVER_ERROR, "internal", "read task failed")
+    ApiError::plain(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "read task failed",
+    )
 }
 
 /// `GET /v1/sync/operations?state=…&after=…&limit=…`
@@ -90,28 +94,47 @@ pub async fn list(
     let state = match query.state.as_deref() {
         None | Some("") => None,
         Some(s) => Some(s.parse::<OpState>().map_err(|_| {
-            ApiError::bad_param("state", "enum", "must be one of pending, uploaded, completed, failed, held")
+            ApiError::bad_param(
+                "state",
+                "enum",
+                "must be one of pending, uploaded, completed, failed, held",
+            )
         })?),
     };
     let after_seq = match query.after.as_deref() {
         None | Some("") => None,
         Some(s) => Some(s.parse::<u64>().map_err(|_| {
-            ApiError::bad_param("after", "integer", "must be the seq of the last operation of the previous page")
+            ApiError::bad_param(
+                "after",
+                "integer",
+                "must be the seq of the last operation of the previous page",
+            )
         })?),
     };
     let limit = super::parse_limit(query.limit.as_deref(), 100, app.limits.max_page)?;
     let store = app.store.clone();
-    let ops = tokio::task::spawn_blocking(move || store.operations(&OpFilter { state, after_seq, limit }))
-        .await
-        .map_err(blocking_err)??;
-    let next_after = (ops.len() == limit).then(|| ops.last().map(|o| o.seq)).flatten();
+    let ops = tokio::task::spawn_blocking(move || {
+        store.operations(&OpFilter {
+            state,
+            after_seq,
+            limit,
+        })
+    })
+    .await
+    .map_err(blocking_err)??;
+    let next_after = (ops.len() == limit)
+        .then(|| ops.last().map(|o| o.seq))
+        .flatten();
     let bodies: Vec<OperationBody<'_>> = ops.iter().map(|o| OperationBody::new(o, false)).collect();
-    Ok(Json(serde_json::json!({ "operations": bodies, "next_after": next_after })))
+    Ok(Json(
+        serde_json::json!({ "operations": bodies, "next_after": next_after }),
+    ))
 }
 
 fn parse_id(id: &str) -> Result<OperationId, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError::bad_param("operation_id", "uuid", "must be an operation id (a UUID)"))
+    id.parse().map_err(|_| {
+        ApiError::bad_param("operation_id", "uuid", "must be an operation id (a UUID)")
+    })
 }
 
 /// `GET /v1/sync/operations/{id}`
@@ -125,7 +148,9 @@ pub async fn show(
         .await
         .map_err(blocking_err)??
         .ok_or_else(|| ApiError::not_found("operation_id", format!("no operation {id}")))?;
-    Ok(Json(serde_json::to_value(OperationBody::new(&op, true)).unwrap_or_default()))
+    Ok(Json(
+        serde_json::to_value(OperationBody::new(&op, true)).unwrap_or_default(),
+    ))
 }
 
 /// `PUT /v1/sync/operations/{id}` with `{"payload": {...}}`: edit and save a failed operation.
@@ -138,9 +163,13 @@ pub async fn update(
     let serde_json::Value::Object(mut body) = body else {
         return Err(ApiError::bad_param("body", "type", "must be a JSON object"));
     };
-    let record = body
-        .remove("payload")
-        .ok_or_else(|| ApiError::invalid(crate::domain::FieldError::new("payload", "required", "give the edited record under payload")))?;
+    let record = body.remove("payload").ok_or_else(|| {
+        ApiError::invalid(crate::domain::FieldError::new(
+            "payload",
+            "required",
+            "give the edited record under payload",
+        ))
+    })?;
     if let Some(extra) = body.keys().next() {
         return Err(ApiError::invalid(crate::domain::FieldError::new(
             extra.clone(),
@@ -149,9 +178,16 @@ pub async fn update(
         )));
     }
     if !record.is_object() {
-        return Err(ApiError::invalid(crate::domain::FieldError::new("payload", "type", "must be a JSON object")));
+        return Err(ApiError::invalid(crate::domain::FieldError::new(
+            "payload",
+            "type",
+            "must be a JSON object",
+        )));
     }
-    let outcome = app.writer.execute(Command::EditPayload { id, record }).await?;
+    let outcome = app
+        .writer
+        .execute(Command::EditPayload { id, record })
+        .await?;
     updated(outcome, "operation payload edited")
 }
 
@@ -169,8 +205,14 @@ fn updated(outcome: Outcome, what: &'static str) -> Result<Json<serde_json::Valu
     match outcome {
         Outcome::Updated(op) => {
             tracing::info!(operation_id = %op.id, customer_ref = %op.customer_ref, revision = op.revision, "{what}");
-            Ok(Json(serde_json::to_value(OperationBody::new(&op, true)).unwrap_or_default()))
+            Ok(Json(
+                serde_json::to_value(OperationBody::new(&op, true)).unwrap_or_default(),
+            ))
         }
-        Outcome::Accepted { .. } => Err(ApiError::plain(StatusCode::INTERNAL_SERVER_ERROR, "internal", "unexpected writer outcome")),
+        Outcome::Accepted { .. } | Outcome::Synced(_) => Err(ApiError::plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "unexpected writer outcome",
+        )),
     }
 }

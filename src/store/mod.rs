@@ -1,8 +1,10 @@
 //! The redb store: one file holding the operation queue, the customer views and their search
 //! index. One writer thread owns every write ([`writer`]); reads run anywhere ([`read`]).
 
+pub mod hq_sync;
 pub mod read;
 pub mod schema;
+pub(crate) mod tables;
 pub mod writer;
 
 use std::path::Path;
@@ -124,9 +126,11 @@ impl Store {
             }
             tx.open_table(schema::OPS).map_err(StoreError::db)?;
             tx.open_table(schema::OP_IDS).map_err(StoreError::db)?;
-            tx.open_table(schema::OPS_BY_STATE).map_err(StoreError::db)?;
+            tx.open_table(schema::OPS_BY_STATE)
+                .map_err(StoreError::db)?;
             tx.open_table(schema::CUSTOMERS).map_err(StoreError::db)?;
-            tx.open_table(schema::CUSTOMER_OPS).map_err(StoreError::db)?;
+            tx.open_table(schema::CUSTOMER_OPS)
+                .map_err(StoreError::db)?;
             tx.open_table(schema::SEARCH).map_err(StoreError::db)?;
             tx.open_table(schema::ACCOUNTS).map_err(StoreError::db)?;
         }

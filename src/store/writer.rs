@@ -3,14 +3,17 @@
 
 use std::sync::Arc;
 
-use redb::{ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
-use super::schema::{self, decode, encode};
+use super::hq_sync::{HqOutcome, StageReport};
+use super::schema::{self, encode};
+use super::tables::Tables;
 use super::{Store, StoreError, now_ms};
-use crate::domain::search;
 use crate::domain::view::{CustomerView, has_sub_record};
-use crate::domain::{Action, FieldError, NewCustomer, OpState, Operation, OperationId, Payload, RecordKind};
+use crate::domain::{
+    Action, FieldError, NewCustomer, OpState, Operation, OperationId, Payload, RecordKind,
+};
+use redb::ReadableTable;
 
 /// A change the till asks for.
 #[derive(Debug, Clone)]
@@ -45,6 +48,15 @@ pub enum Command {
         /// The operation.
         id: OperationId,
     },
+    /// Record HQ's answer to an upload.
+    MarkStaged(Vec<StageReport>),
+    /// Apply a page of HQ's outcome feed and advance the cursor, atomically.
+    ApplyOutcomes {
+        /// The outcomes, in feed order.
+        outcomes: Vec<HqOutcome>,
+        /// The cursor to store.
+        next_cursor: u64,
+    },
 }
 
 /// What a committed command produced.
@@ -63,6 +75,8 @@ pub enum Outcome {
     },
     /// An existing operation changed.
     Updated(Box<Operation>),
+    /// A sync bookkeeping command changed this many operations.
+    Synced(usize),
 }
 
 /// Why a command was refused; nothing of it was written.
@@ -172,7 +186,7 @@ fn run(store: Store, options: WriterOptions, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
-type Refusable = Result<Outcome, CommandError>;
+pub(crate) type Refusable = Result<Outcome, CommandError>;
 
 /// Commits `commands` in one durable transaction. A refused command writes nothing; a store
 /// failure rolls back the whole group.
@@ -198,6 +212,11 @@ pub(crate) fn commit_group(
                 Command::Submit(sub) => t.submit(options, sub, &mut next_seq, now)?,
                 Command::EditPayload { id, record } => t.edit_payload(*id, record, now)?,
                 Command::Resync { id } => t.resync(*id, now)?,
+                Command::MarkStaged(reports) => t.mark_staged(reports, now)?,
+                Command::ApplyOutcomes {
+                    outcomes,
+                    next_cursor,
+                } => t.apply_outcomes(outcomes, *next_cursor, now)?,
             };
             results.push(result);
         }
@@ -210,32 +229,8 @@ pub(crate) fn commit_group(
     Ok(results)
 }
 
-/// Every table, open in one write transaction.
-pub(crate) struct Tables<'tx> {
-    pub meta: Table<'tx, &'static str, u64>,
-    pub ops: Table<'tx, u64, &'static [u8]>,
-    pub op_ids: Table<'tx, u128, u64>,
-    pub by_state: Table<'tx, (u8, u64), ()>,
-    pub customers: Table<'tx, &'static str, &'static [u8]>,
-    pub customer_ops: Table<'tx, (&'static str, u64), ()>,
-    pub search: Table<'tx, (&'static str, &'static str), ()>,
-    pub accounts: Table<'tx, &'static str, &'static str>,
-}
-
-impl<'tx> Tables<'tx> {
-    pub fn open(tx: &'tx WriteTransaction) -> Result<Self, StoreError> {
-        Ok(Tables {
-            meta: tx.open_table(schema::META).map_err(StoreError::db)?,
-            ops: tx.open_table(schema::OPS).map_err(StoreError::db)?,
-            op_ids: tx.open_table(schema::OP_IDS).map_err(StoreError::db)?,
-            by_state: tx.open_table(schema::OPS_BY_STATE).map_err(StoreError::db)?,
-            customers: tx.open_table(schema::CUSTOMERS).map_err(StoreError::db)?,
-            customer_ops: tx.open_table(schema::CUSTOMER_OPS).map_err(StoreError::db)?,
-            search: tx.open_table(schema::SEARCH).map_err(StoreError::db)?,
-            accounts: tx.open_table(schema::ACCOUNTS).map_err(StoreError::db)?,
-        })
-    }
-
+/// The till's and the operator's commands.
+impl Tables<'_> {
     fn submit(
         &mut self,
         options: &WriterOptions,
@@ -244,30 +239,45 @@ impl<'tx> Tables<'tx> {
         now: i64,
     ) -> Result<Refusable, StoreError> {
         let seq = *next_seq;
-        let op = |customer_ref: String, record_id: Option<String>, payload: Payload, state| Operation {
-            id: OperationId::new_v7(now as u64),
-            seq,
-            customer_ref,
-            record_id,
-            payload,
-            state,
-            error: None,
-            revision: 0,
-            accepted_at_ms: now,
-            updated_at_ms: now,
-        };
+        let op =
+            |customer_ref: String, record_id: Option<String>, payload: Payload, state| Operation {
+                id: OperationId::new_v7(now as u64),
+                seq,
+                customer_ref,
+                record_id,
+                payload,
+                state,
+                error: None,
+                revision: 0,
+                accepted_at_ms: now,
+                updated_at_ms: now,
+            };
         let (op, old_view, new_view) = match sub {
             Submission::NewCustomer(fields) => {
                 let customer_ref = format!("{}-T{seq}", options.store_id);
-                let op = op(customer_ref, None, Payload::CustomerCreate(fields.clone()), OpState::Pending);
+                let op = op(
+                    customer_ref,
+                    None,
+                    Payload::CustomerCreate(fields.clone()),
+                    OpState::Pending,
+                );
                 let Some(view) = CustomerView::created_by(&op) else {
-                    return Err(StoreError::Encoding("customer create did not build a view".into()));
+                    return Err(StoreError::Encoding(
+                        "customer create did not build a view".into(),
+                    ));
                 };
                 (op, None, view)
             }
-            Submission::Change { customer, record_id, payload } => {
+            Submission::Change {
+                customer,
+                record_id,
+                payload,
+            } => {
                 let Some(view) = self.customer(customer)? else {
-                    return Ok(Err(CommandError::NotFound { what: "customer", id: customer.clone() }));
+                    return Ok(Err(CommandError::NotFound {
+                        what: "customer",
+                        id: customer.clone(),
+                    }));
                 };
                 let record_id = match (payload.kind(), payload.action()) {
                     (RecordKind::Customer, _) => None,
@@ -275,7 +285,10 @@ impl<'tx> Tables<'tx> {
                     (kind, Action::Edit) => {
                         let id = record_id.clone().unwrap_or_default();
                         if !has_sub_record(&view, payload, &id) {
-                            return Ok(Err(CommandError::NotFound { what: kind.as_str(), id }));
+                            return Ok(Err(CommandError::NotFound {
+                                what: kind.as_str(),
+                                id,
+                            }));
                         }
                         Some(id)
                     }
@@ -315,7 +328,10 @@ impl<'tx> Tables<'tx> {
         now: i64,
     ) -> Result<Refusable, StoreError> {
         let Some(mut op) = self.op_by_id(id)? else {
-            return Ok(Err(CommandError::NotFound { what: "operation", id: id.to_string() }));
+            return Ok(Err(CommandError::NotFound {
+                what: "operation",
+                id: id.to_string(),
+            }));
         };
         if op.state != OpState::Failed {
             return Ok(Err(CommandError::Conflict(format!(
@@ -331,7 +347,9 @@ impl<'tx> Tables<'tx> {
         op.revision += 1;
         op.updated_at_ms = now;
         let Some(old_view) = self.customer(&op.customer_ref)? else {
-            return Err(StoreError::Encoding(format!("operation {id} has no customer view")));
+            return Err(StoreError::Encoding(format!(
+                "operation {id} has no customer view"
+            )));
         };
         let mut ops = self.customer_operations(&op.customer_ref)?;
         for o in ops.iter_mut().filter(|o| o.seq == op.seq) {
@@ -358,7 +376,10 @@ impl<'tx> Tables<'tx> {
 
     fn resync(&mut self, id: OperationId, now: i64) -> Result<Refusable, StoreError> {
         let Some(op) = self.op_by_id(id)? else {
-            return Ok(Err(CommandError::NotFound { what: "operation", id: id.to_string() }));
+            return Ok(Err(CommandError::NotFound {
+                what: "operation",
+                id: id.to_string(),
+            }));
         };
         if op.state != OpState::Failed {
             return Ok(Err(CommandError::Conflict(format!(
@@ -370,6 +391,10 @@ impl<'tx> Tables<'tx> {
         for mut o in self.customer_operations(&op.customer_ref)? {
             let release = o.seq == op.seq || (o.seq > op.seq && o.state == OpState::Held);
             if release {
+                if o.seq == op.seq {
+                    // A re-sync is a new attempt: HQ re-processes only a new revision.
+                    o.revision += 1;
+                }
                 self.set_state(&mut o, OpState::Pending, None, now)?;
                 if o.seq == op.seq {
                     updated = Some(o);
@@ -378,113 +403,9 @@ impl<'tx> Tables<'tx> {
         }
         Ok(updated
             .map(|o| Outcome::Updated(Box::new(o)))
-            .ok_or_else(|| CommandError::NotFound { what: "operation", id: id.to_string() }))
-    }
-
-    /// Moves an operation to `state`, keeping the by-state index in step.
-    pub fn set_state(
-        &mut self,
-        op: &mut Operation,
-        state: OpState,
-        error: Option<crate::domain::operation::OpError>,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        self.by_state
-            .remove((op.state.code(), op.seq))
-            .map_err(StoreError::db)?;
-        op.state = state;
-        op.error = error;
-        op.updated_at_ms = now;
-        self.insert_op(op)
-    }
-
-    fn insert_op(&mut self, op: &Operation) -> Result<(), StoreError> {
-        self.ops
-            .insert(op.seq, encode(op)?.as_slice())
-            .map_err(StoreError::db)?;
-        self.op_ids
-            .insert(op.id.as_u128(), op.seq)
-            .map_err(StoreError::db)?;
-        self.by_state
-            .insert((op.state.code(), op.seq), ())
-            .map_err(StoreError::db)?;
-        Ok(())
-    }
-
-    fn op_by_id(&self, id: OperationId) -> Result<Option<Operation>, StoreError> {
-        let Some(seq) = self.op_ids.get(id.as_u128()).map_err(StoreError::db)? else {
-            return Ok(None);
-        };
-        let seq = seq.value();
-        let Some(bytes) = self.ops.get(seq).map_err(StoreError::db)? else {
-            return Ok(None);
-        };
-        decode(bytes.value()).map(Some)
-    }
-
-    /// The customer by temporary reference or HQ account number.
-    fn customer(&self, key: &str) -> Result<Option<CustomerView>, StoreError> {
-        if let Some(bytes) = self.customers.get(key).map_err(StoreError::db)? {
-            return decode(bytes.value()).map(Some);
-        }
-        let Some(customer_ref) = self.accounts.get(key).map_err(StoreError::db)? else {
-            return Ok(None);
-        };
-        let customer_ref = customer_ref.value().to_string();
-        match self.customers.get(customer_ref.as_str()).map_err(StoreError::db)? {
-            Some(bytes) => decode(bytes.value()).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// The customer's operations still held at the node, in acceptance order.
-    fn customer_operations(&self, customer_ref: &str) -> Result<Vec<Operation>, StoreError> {
-        let mut out = Vec::new();
-        let range = self
-            .customer_ops
-            .range((customer_ref, 0)..=(customer_ref, u64::MAX))
-            .map_err(StoreError::db)?;
-        for entry in range {
-            let (key, _) = entry.map_err(StoreError::db)?;
-            let seq = key.value().1;
-            if let Some(bytes) = self.ops.get(seq).map_err(StoreError::db)? {
-                out.push(decode(bytes.value())?);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Whether a new operation on this customer must wait behind a failed one.
-    fn customer_blocked(&self, customer_ref: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .customer_operations(customer_ref)?
-            .iter()
-            .any(|o| matches!(o.state, OpState::Failed | OpState::Held)))
-    }
-
-    /// Writes a customer view and brings its search terms in step with `old`.
-    fn put_view(&mut self, old: Option<&CustomerView>, new: &CustomerView) -> Result<(), StoreError> {
-        let key = new.customer_ref.as_str();
-        self.customers
-            .insert(key, encode(new)?.as_slice())
-            .map_err(StoreError::db)?;
-        let old_terms = old.map(search::terms).unwrap_or_default();
-        let new_terms = search::terms(new);
-        for term in old_terms.iter().filter(|t| new_terms.binary_search(t).is_err()) {
-            self.search
-                .remove((term.as_str(), key))
-                .map_err(StoreError::db)?;
-        }
-        for term in new_terms.iter().filter(|t| old_terms.binary_search(t).is_err()) {
-            self.search
-                .insert((term.as_str(), key), ())
-                .map_err(StoreError::db)?;
-        }
-        if let Some(acc) = &new.account_number {
-            self.accounts
-                .insert(acc.as_str(), key)
-                .map_err(StoreError::db)?;
-        }
-        Ok(())
+            .ok_or_else(|| CommandError::NotFound {
+                what: "operation",
+                id: id.to_string(),
+            }))
     }
 }

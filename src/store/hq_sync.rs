@@ -1,0 +1,156 @@
+//! The uploader's and outcome puller's bookkeeping: what HQ did with each operation, written in
+//! the same transaction as the feed cursor so each outcome is applied exactly once.
+
+use super::StoreError;
+use super::schema;
+use super::tables::Tables;
+use super::writer::{Outcome, Refusable};
+use crate::domain::operation::OpError;
+use crate::domain::{OpState, OperationId};
+
+/// HQ's answer for one uploaded operation.
+#[derive(Debug, Clone)]
+pub struct StageReport {
+    /// The operation.
+    pub id: OperationId,
+    /// The revision HQ answered for.
+    pub revision: u32,
+    /// `None` when staged; HQ's refusal otherwise.
+    pub refused: Option<OpError>,
+}
+
+/// What HQ's sync job concluded about an operation.
+#[derive(Debug, Clone)]
+pub enum HqVerdict {
+    /// OnlineOperationCompleted = 1; the customer's HQ account number.
+    Completed {
+        /// HQ's account number for the customer.
+        account_number: Option<String>,
+    },
+    /// Refused by HQ-side validation.
+    Failed(OpError),
+    /// Waiting at HQ behind a failed operation of the same customer.
+    Held(OpError),
+}
+
+/// One entry of HQ's outcome feed.
+#[derive(Debug, Clone)]
+pub struct HqOutcome {
+    /// The operation.
+    pub id: OperationId,
+    /// The revision the verdict is for; verdicts on older revisions are ignored.
+    pub revision: u32,
+    /// The verdict.
+    pub verdict: HqVerdict,
+}
+
+/// Key in the meta table of the outcome feed cursor.
+pub const OUTCOME_CURSOR: &str = "outcome_cursor";
+
+impl Tables<'_> {
+    pub(crate) fn mark_staged(
+        &mut self,
+        reports: &[StageReport],
+        now: i64,
+    ) -> Result<Refusable, StoreError> {
+        let mut changed = 0;
+        for report in reports {
+            let Some(mut op) = self.op_by_id(report.id)? else {
+                continue;
+            };
+            // Only the revision that was sent, and only if nothing moved it meanwhile.
+            if op.revision != report.revision || op.state != OpState::Pending {
+                continue;
+            }
+            match &report.refused {
+                None => self.set_state(&mut op, OpState::Uploaded, None, now)?,
+                Some(error) => self.fail(&mut op, error.clone(), now)?,
+            }
+            changed += 1;
+        }
+        Ok(Ok(Outcome::Synced(changed)))
+    }
+
+    pub(crate) fn apply_outcomes(
+        &mut self,
+        outcomes: &[HqOutcome],
+        next_cursor: u64,
+        now: i64,
+    ) -> Result<Refusable, StoreError> {
+        let mut changed = 0;
+        for outcome in outcomes {
+            let Some(mut op) = self.op_by_id(outcome.id)? else {
+                continue;
+            };
+            if op.revision != outcome.revision {
+                continue;
+            }
+            match &outcome.verdict {
+                HqVerdict::Completed { account_number } => {
+                    if let Some(account) = account_number {
+                        self.set_account_number(&op.customer_ref, account)?;
+                    }
+                    if op.state != OpState::Completed {
+                        self.set_state(&mut op, OpState::Completed, None, now)?;
+                    }
+                }
+                HqVerdict::Failed(error) => self.fail(&mut op, error.clone(), now)?,
+                HqVerdict::Held(error) => {
+                    if op.state != OpState::Pending {
+                        self.set_state(&mut op, OpState::Held, Some(error.clone()), now)?;
+                    }
+                }
+            }
+            changed += 1;
+        }
+        self.meta
+            .insert(OUTCOME_CURSOR, next_cursor)
+            .map_err(StoreError::db)?;
+        Ok(Ok(Outcome::Synced(changed)))
+    }
+
+    /// Marks `op` failed and holds the customer's later operations that have not gone to HQ.
+    fn fail(
+        &mut self,
+        op: &mut crate::domain::Operation,
+        error: OpError,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.set_state(op, OpState::Failed, Some(error), now)?;
+        let hold = OpError {
+            code: "held".into(),
+            message: format!("waiting for operation {} which failed", op.id),
+            field: None,
+        };
+        for mut later in self.customer_operations(&op.customer_ref)? {
+            if later.seq > op.seq && later.state == OpState::Pending {
+                self.set_state(&mut later, OpState::Held, Some(hold.clone()), now)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn set_account_number(&mut self, customer_ref: &str, account: &str) -> Result<(), StoreError> {
+        let Some(old) = self.customer(customer_ref)? else {
+            return Ok(());
+        };
+        if old.account_number.as_deref() == Some(account) {
+            return Ok(());
+        }
+        let mut new = old.clone();
+        new.account_number = Some(account.to_string());
+        self.put_view(Some(&old), &new)
+    }
+}
+
+impl super::Store {
+    /// The outcome feed cursor last applied.
+    pub fn outcome_cursor(&self) -> Result<u64, StoreError> {
+        let tx = self.begin_read()?;
+        let meta = tx.open_table(schema::META).map_err(StoreError::db)?;
+        Ok(meta
+            .get(OUTCOME_CURSOR)
+            .map_err(StoreError::db)?
+            .map_or(0, |g| g.value()))
+    }
+}

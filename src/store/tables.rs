@@ -1,0 +1,163 @@
+//! The tables of one write transaction, and the primitive writes every command is made of
+//! (each keeps the operation indexes and the search index in step).
+
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use super::StoreError;
+use super::schema::{self, decode, encode};
+use crate::domain::operation::OpError;
+use crate::domain::search;
+use crate::domain::view::CustomerView;
+use crate::domain::{OpState, Operation, OperationId};
+
+/// Every table, open in one write transaction.
+pub(crate) struct Tables<'tx> {
+    pub meta: Table<'tx, &'static str, u64>,
+    pub ops: Table<'tx, u64, &'static [u8]>,
+    pub op_ids: Table<'tx, u128, u64>,
+    pub by_state: Table<'tx, (u8, u64), ()>,
+    pub customers: Table<'tx, &'static str, &'static [u8]>,
+    pub customer_ops: Table<'tx, (&'static str, u64), ()>,
+    pub search: Table<'tx, (&'static str, &'static str), ()>,
+    pub accounts: Table<'tx, &'static str, &'static str>,
+}
+
+impl<'tx> Tables<'tx> {
+    pub fn open(tx: &'tx WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Tables {
+            meta: tx.open_table(schema::META).map_err(StoreError::db)?,
+            ops: tx.open_table(schema::OPS).map_err(StoreError::db)?,
+            op_ids: tx.open_table(schema::OP_IDS).map_err(StoreError::db)?,
+            by_state: tx
+                .open_table(schema::OPS_BY_STATE)
+                .map_err(StoreError::db)?,
+            customers: tx.open_table(schema::CUSTOMERS).map_err(StoreError::db)?,
+            customer_ops: tx
+                .open_table(schema::CUSTOMER_OPS)
+                .map_err(StoreError::db)?,
+            search: tx.open_table(schema::SEARCH).map_err(StoreError::db)?,
+            accounts: tx.open_table(schema::ACCOUNTS).map_err(StoreError::db)?,
+        })
+    }
+
+    /// Moves an operation to `state`, keeping the by-state index in step.
+    pub fn set_state(
+        &mut self,
+        op: &mut Operation,
+        state: OpState,
+        error: Option<OpError>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.by_state
+            .remove((op.state.code(), op.seq))
+            .map_err(StoreError::db)?;
+        op.state = state;
+        op.error = error;
+        op.updated_at_ms = now;
+        self.insert_op(op)
+    }
+
+    pub fn insert_op(&mut self, op: &Operation) -> Result<(), StoreError> {
+        self.ops
+            .insert(op.seq, encode(op)?.as_slice())
+            .map_err(StoreError::db)?;
+        self.op_ids
+            .insert(op.id.as_u128(), op.seq)
+            .map_err(StoreError::db)?;
+        self.by_state
+            .insert((op.state.code(), op.seq), ())
+            .map_err(StoreError::db)?;
+        Ok(())
+    }
+
+    pub fn op_by_id(&self, id: OperationId) -> Result<Option<Operation>, StoreError> {
+        let Some(seq) = self.op_ids.get(id.as_u128()).map_err(StoreError::db)? else {
+            return Ok(None);
+        };
+        let seq = seq.value();
+        let Some(bytes) = self.ops.get(seq).map_err(StoreError::db)? else {
+            return Ok(None);
+        };
+        decode(bytes.value()).map(Some)
+    }
+
+    /// The customer by temporary reference or HQ account number.
+    pub fn customer(&self, key: &str) -> Result<Option<CustomerView>, StoreError> {
+        if let Some(bytes) = self.customers.get(key).map_err(StoreError::db)? {
+            return decode(bytes.value()).map(Some);
+        }
+        let Some(customer_ref) = self.accounts.get(key).map_err(StoreError::db)? else {
+            return Ok(None);
+        };
+        let customer_ref = customer_ref.value().to_string();
+        match self
+            .customers
+            .get(customer_ref.as_str())
+            .map_err(StoreError::db)?
+        {
+            Some(bytes) => decode(bytes.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The customer's operations still held at the node, in acceptance order.
+    pub fn customer_operations(&self, customer_ref: &str) -> Result<Vec<Operation>, StoreError> {
+        let mut out = Vec::new();
+        let range = self
+            .customer_ops
+            .range((customer_ref, 0)..=(customer_ref, u64::MAX))
+            .map_err(StoreError::db)?;
+        for entry in range {
+            let (key, _) = entry.map_err(StoreError::db)?;
+            let seq = key.value().1;
+            if let Some(bytes) = self.ops.get(seq).map_err(StoreError::db)? {
+                out.push(decode(bytes.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether a new operation on this customer must wait behind a failed one.
+    pub fn customer_blocked(&self, customer_ref: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .customer_operations(customer_ref)?
+            .iter()
+            .any(|o| matches!(o.state, OpState::Failed | OpState::Held)))
+    }
+
+    /// Writes a customer view and brings its search terms in step with `old`.
+    pub fn put_view(
+        &mut self,
+        old: Option<&CustomerView>,
+        new: &CustomerView,
+    ) -> Result<(), StoreError> {
+        let key = new.customer_ref.as_str();
+        self.customers
+            .insert(key, encode(new)?.as_slice())
+            .map_err(StoreError::db)?;
+        let old_terms = old.map(search::terms).unwrap_or_default();
+        let new_terms = search::terms(new);
+        for term in old_terms
+            .iter()
+            .filter(|t| new_terms.binary_search(t).is_err())
+        {
+            self.search
+                .remove((term.as_str(), key))
+                .map_err(StoreError::db)?;
+        }
+        for term in new_terms
+            .iter()
+            .filter(|t| old_terms.binary_search(t).is_err())
+        {
+            self.search
+                .insert((term.as_str(), key), ())
+                .map_err(StoreError::db)?;
+        }
+        if let Some(acc) = &new.account_number {
+            self.accounts
+                .insert(acc.as_str(), key)
+                .map_err(StoreError::db)?;
+        }
+        Ok(())
+    }
+}
