@@ -1,0 +1,433 @@
+//! Shared plumbing of the integration tests: an in-process node on a temp dir, the real binary
+//! as a child process, and a small JSON client over loopback. Every wait is bounded.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use outpost::config::Config;
+use outpost::node::Node;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// Longest wait for a node to start, stop, or answer one request.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// Starts an in-process node on `dir` (loopback, ephemeral port).
+pub async fn start_node(dir: &Path) -> Node {
+    start_node_with(Config::for_dir(dir)).await
+}
+
+/// Starts an in-process node with `config`.
+pub async fn start_node_with(config: Config) -> Node {
+    tokio::time::timeout(WAIT, Node::start(&config))
+        .await
+        .expect("node did not start in time")
+        .expect("node failed to start")
+}
+
+/// Stops an in-process node, bounded in time.
+pub async fn stop_node(node: Node) {
+    tokio::time::timeout(WAIT, node.shutdown())
+        .await
+        .expect("node did not stop in time")
+        .expect("node failed to stop cleanly");
+}
+
+/// Sum of operations in every state, read from the store directly.
+pub fn op_total(node: &Node) -> u64 {
+    node.store()
+        .operation_counts()
+        .expect("operation counts")
+        .iter()
+        .map(|(_, n)| n)
+        .sum()
+}
+
+/// A reqwest client for loopback: no proxy, bounded timeouts.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(WAIT)
+        .build()
+        .expect("reqwest client")
+}
+
+/// A response: status, content type and body (parsed as JSON when it is JSON, else
+/// `Value::String` of the raw text).
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub content_type: Option<String>,
+    pub body: Value,
+    pub is_json: bool,
+}
+
+impl Resp {
+    /// Panics unless the status is `want`; returns the body.
+    #[track_caller]
+    pub fn expect(&self, want: u16) -> &Value {
+        assert_eq!(
+            self.status.as_u16(),
+            want,
+            "unexpected status; body: {}",
+            self.body
+        );
+        &self.body
+    }
+
+    /// Panics unless this is an error answer with `status`, naming `field` and `rule`, as JSON
+    /// with the fields `error`, `field`, `rule` and `message`.
+    #[track_caller]
+    pub fn expect_error(&self, status: u16, field: &str, rule: &str) {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        self.expect_json_error();
+        assert_eq!(self.body["field"], field, "wrong field in {}", self.body);
+        assert_eq!(self.body["rule"], rule, "wrong rule in {}", self.body);
+    }
+
+    /// Panics unless the body is a JSON error with string `error`, `field`, `rule`, `message`.
+    #[track_caller]
+    pub fn expect_json_error(&self) {
+        assert!(
+            self.is_json,
+            "error body is not JSON: {:?} {}",
+            self.content_type, self.body
+        );
+        let ct = self.content_type.as_deref().unwrap_or_default();
+        assert!(
+            ct.starts_with("application/json"),
+            "content type {ct:?}; body {}",
+            self.body
+        );
+        for key in ["error", "field", "rule", "message"] {
+            assert!(
+                self.body[key].as_str().is_some_and(|s| !s.is_empty()),
+                "error body lacks a non-empty {key:?}: {}",
+                self.body
+            );
+        }
+    }
+}
+
+/// A JSON client of one node's local API.
+#[derive(Clone)]
+pub struct Api {
+    pub client: reqwest::Client,
+    pub base: String,
+}
+
+impl Api {
+    pub fn new(addr: SocketAddr) -> Api {
+        assert!(
+            addr.ip().is_loopback(),
+            "tests talk to loopback only, not {addr}"
+        );
+        Api {
+            client: http_client(),
+            base: format!("http://{addr}"),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends `method path` with an optional raw body (as `application/json`).
+    pub async fn raw(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Resp {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(body) = body {
+            req = req.header("content-type", "application/json").body(body);
+        }
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{path}: {e}"));
+        read(resp).await
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.raw(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Resp {
+        self.raw(Method::POST, path, Some(body.to_string().into_bytes()))
+            .await
+    }
+
+    pub async fn post_empty(&self, path: &str) -> Resp {
+        self.raw(Method::POST, path, None).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> Resp {
+        self.raw(Method::PATCH, path, Some(body.to_string().into_bytes()))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Resp {
+        self.raw(Method::PUT, path, Some(body.to_string().into_bytes()))
+            .await
+    }
+
+    /// Creates a customer; panics unless 202. Returns the acceptance body.
+    pub async fn create_customer(&self, fields: &Value) -> Value {
+        self.post("/v1/customers", fields).await.expect(202).clone()
+    }
+
+    /// Reads a customer; panics unless 200.
+    pub async fn customer(&self, customer_ref: &str) -> Value {
+        self.get(&format!("/v1/customers/{customer_ref}"))
+            .await
+            .expect(200)
+            .clone()
+    }
+
+    /// Searches; panics unless 200. Returns the customer refs found, in answer order.
+    pub async fn search_refs(&self, q: &str) -> Vec<String> {
+        let url = reqwest::Url::parse_with_params(&self.url("/v1/customers"), &[("q", q)])
+            .expect("search url");
+        let resp = self.client.get(url).send().await.expect("search");
+        let resp = read(resp).await;
+        resp.expect(200)["customers"]
+            .as_array()
+            .expect("customers array")
+            .iter()
+            .map(|c| {
+                c["customer_ref"]
+                    .as_str()
+                    .expect("customer_ref")
+                    .to_string()
+            })
+            .collect()
+    }
+
+    /// Every operation, paging through `GET /v1/sync/operations` with `limit` per page.
+    pub async fn all_operations(&self, query: &str, limit: usize) -> Vec<Value> {
+        let mut out: Vec<Value> = Vec::new();
+        let mut after: Option<u64> = None;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            assert!(Instant::now() < deadline, "paging did not end");
+            let mut path = format!("/v1/sync/operations?limit={limit}");
+            if !query.is_empty() {
+                path.push('&');
+                path.push_str(query);
+            }
+            if let Some(a) = after {
+                path.push_str(&format!("&after={a}"));
+            }
+            let page = self.get(&path).await.expect(200).clone();
+            let ops = page["operations"]
+                .as_array()
+                .expect("operations array")
+                .clone();
+            assert!(ops.len() <= limit, "page longer than limit {limit}");
+            let last_seq = ops.last().map(|o| o["seq"].as_u64().expect("seq"));
+            out.extend(ops);
+            match page["next_after"].as_u64() {
+                Some(next) => {
+                    assert_eq!(
+                        Some(next),
+                        last_seq,
+                        "next_after must be the last seq of the page"
+                    );
+                    assert!(after.is_none_or(|a| next > a), "cursor did not advance");
+                    after = Some(next);
+                }
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// Number of operations the API lists (all states).
+    pub async fn op_count(&self) -> usize {
+        self.all_operations("", 500).await.len()
+    }
+}
+
+async fn read(resp: reqwest::Response) -> Resp {
+    let status = resp.status();
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let bytes = resp.bytes().await.expect("response body");
+    let (body, is_json) = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v) => (v, true),
+        Err(_) => (
+            Value::String(String::from_utf8_lossy(&bytes).into_owned()),
+            false,
+        ),
+    };
+    Resp {
+        status,
+        content_type,
+        body,
+        is_json,
+    }
+}
+
+/// A valid new customer.
+pub fn customer(first: &str, last: &str) -> Value {
+    json!({ "first_name": first, "last_name": last })
+}
+
+/// A valid address.
+pub fn address() -> Value {
+    json!({
+        "street": "Narva mnt 5",
+        "city": "Tallinn",
+        "postal_code": "10117",
+        "country": "EST",
+        "purpose": "home",
+        "is_primary": true
+    })
+}
+
+/// Polls `check` until it returns `Some`, every 20 ms, for at most `within`.
+pub async fn poll<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The real `outpost` binary running as a child process. Killed (SIGKILL) on drop.
+pub struct Binary {
+    child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    stderr_log: PathBuf,
+}
+
+impl Binary {
+    /// Writes a config file into `dir` (listen 127.0.0.1:0, data in `dir/data`) and starts
+    /// `outpost serve --config` on it; returns once the node printed its address.
+    pub fn spawn(dir: &Path) -> Binary {
+        let data_dir = dir.join("data");
+        let config_path = dir.join("outpost.toml");
+        let config = format!(
+            "[node]\nstore_id = \"S0001\"\nchannel_id = \"CH0001\"\nlisten = \"127.0.0.1:0\"\n\
+             data_dir = {data}\n\n[cdx]\ninterval_secs = 0\n\n[log]\nfilter = \"warn\"\n",
+            data = toml_string(&data_dir),
+        );
+        std::fs::write(&config_path, config).expect("write config");
+        let stderr_log = dir.join(format!("stderr-{}.log", unique()));
+        let stderr = std::fs::File::create(&stderr_log).expect("stderr log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_outpost"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .env_remove("RUST_LOG");
+        for (var, _) in outpost::config::ENV_OVERRIDES {
+            cmd.env_remove(var);
+        }
+        let mut child = cmd.spawn().expect("spawn outpost");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel::<String>();
+        // Reads stdout to its end (so the child never blocks on a full pipe), passing lines on.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut binary = Binary {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir,
+            stderr_log,
+        };
+        let deadline = Instant::now() + WAIT;
+        let addr = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.trim().strip_prefix("outpost listening on http://") {
+                        break rest.parse::<SocketAddr>().expect("listen address");
+                    }
+                }
+                Err(e) => {
+                    let status = binary.child.try_wait().ok().flatten();
+                    panic!(
+                        "outpost did not print its address ({e}); exit: {status:?}; stderr:\n{}",
+                        binary.stderr()
+                    );
+                }
+            }
+        };
+        assert!(
+            addr.ip().is_loopback(),
+            "binary listens on {addr}, not loopback"
+        );
+        binary.addr = addr;
+        binary
+    }
+
+    pub fn api(&self) -> Api {
+        Api::new(self.addr)
+    }
+
+    /// What the child wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// `kill -9`, and waits for the process to be gone.
+    pub fn kill9(&mut self) {
+        // std's Child::kill sends SIGKILL on Unix.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn toml_string(path: &Path) -> String {
+    // A TOML basic string: escape backslashes and quotes.
+    let s = path
+        .display()
+        .to_string()
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    format!("\"{s}\"")
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
+}
