@@ -27,14 +27,26 @@ fn customer(i: usize) -> NewCustomer {
 /// Acknowledged creates per second with `group_commit_max` writes per transaction.
 fn run(total: usize, group_commit_max: usize) -> f64 {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(&dir.path().join("bench.redb"), &StoreOptions { cache_bytes: 64 << 20 })
-        .expect("open store");
+    let store = Store::open(
+        &dir.path().join("bench.redb"),
+        &StoreOptions {
+            cache_bytes: 64 << 20,
+        },
+    )
+    .expect("open store");
     let (handle, thread) = writer::spawn(
         store,
-        WriterOptions { store_id: "S0001".into(), queue: 4096, group_commit_max },
+        WriterOptions {
+            store_id: "S0001".into(),
+            queue: 4096,
+            group_commit_max,
+        },
     )
     .expect("writer");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let per = total / SUBMITTERS;
     let elapsed = rt.block_on(async {
         let start = Instant::now();
@@ -44,7 +56,9 @@ fn run(total: usize, group_commit_max: usize) -> f64 {
             tasks.push(tokio::spawn(async move {
                 for i in 0..per {
                     handle
-                        .execute(Command::Submit(Submission::NewCustomer(customer(s * per + i))))
+                        .execute(Command::Submit(Submission::NewCustomer(customer(
+                            s * per + i,
+                        ))))
                         .await
                         .expect("create acknowledged");
                 }

@@ -297,9 +297,15 @@ impl Config {
             ("upload.retry_initial_ms", self.upload.retry_initial_ms),
             ("limits.body_bytes", self.limits.body_bytes as u64),
             ("limits.write_queue", self.limits.write_queue as u64),
-            ("limits.group_commit_max", self.limits.group_commit_max as u64),
+            (
+                "limits.group_commit_max",
+                self.limits.group_commit_max as u64,
+            ),
             ("limits.request_timeout_ms", self.limits.request_timeout_ms),
-            ("limits.max_concurrent_requests", self.limits.max_concurrent_requests as u64),
+            (
+                "limits.max_concurrent_requests",
+                self.limits.max_concurrent_requests as u64,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -359,7 +365,9 @@ data_dir = "./data"
 
     fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::from_toml_and_env(text, Path::new("test.toml"), |k| {
-            env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+            env.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
         })
     }
 
@@ -367,7 +375,10 @@ data_dir = "./data"
     fn env_overrides_the_file() {
         let c = load(
             MINIMAL,
-            &[("OUTPOST_LISTEN", "127.0.0.1:9999"), ("OUTPOST_CDX_INTERVAL_SECS", "0")],
+            &[
+                ("OUTPOST_LISTEN", "127.0.0.1:9999"),
+                ("OUTPOST_CDX_INTERVAL_SECS", "0"),
+            ],
         )
         .unwrap();
         assert_eq!(c.node.listen.port(), 9999);

@@ -42,7 +42,9 @@ impl Node {
     /// Opens the store, starts the writer, binds the listener and starts serving.
     pub async fn start(config: &Config) -> Result<Node, NodeError> {
         let path = config.store_path();
-        let options = StoreOptions { cache_bytes: config.store.cache_bytes };
+        let options = StoreOptions {
+            cache_bytes: config.store.cache_bytes,
+        };
         let store = tokio::task::spawn_blocking(move || Store::open(&path, &options))
             .await
             .map_err(|e| NodeError::Runtime(e.to_string()))??;
@@ -57,10 +59,14 @@ impl Node {
         .map_err(|e| NodeError::Runtime(e.to_string()))?;
         let listener = TcpListener::bind(config.node.listen)
             .await
-            .map_err(|source| NodeError::Bind { addr: config.node.listen, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| NodeError::Bind { addr: config.node.listen, source })?;
+            .map_err(|source| NodeError::Bind {
+                addr: config.node.listen,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| NodeError::Bind {
+            addr: config.node.listen,
+            source,
+        })?;
         let app = api::router(AppState {
             store: store.clone(),
             writer,
@@ -75,7 +81,13 @@ impl Node {
                 .into_future(),
         );
         tracing::info!(%local_addr, store_id = %config.node.store_id, "node serving");
-        Ok(Node { local_addr, store, stop, server, writer_thread })
+        Ok(Node {
+            local_addr,
+            store,
+            stop,
+            server,
+            writer_thread,
+        })
     }
 
     /// The address the local API is bound to.

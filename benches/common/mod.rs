@@ -31,7 +31,11 @@ pub struct Figure {
 
 impl Figure {
     pub fn ratio(&self) -> f64 {
-        if self.baseline == 0.0 { 0.0 } else { self.value / self.baseline }
+        if self.baseline == 0.0 {
+            0.0
+        } else {
+            self.value / self.baseline
+        }
     }
 }
 
@@ -43,7 +47,14 @@ pub fn report(title: &str, figures: &[Figure]) {
     for f in figures {
         println!(
             "| {} | {} | {:.1} {} | {:.1} {} ({}) | {:.2}× |",
-            f.id, f.workload, f.value, f.unit, f.baseline, f.baseline_unit, f.baseline_name, f.ratio()
+            f.id,
+            f.workload,
+            f.value,
+            f.unit,
+            f.baseline,
+            f.baseline_unit,
+            f.baseline_name,
+            f.ratio()
         );
     }
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-results");

@@ -111,9 +111,10 @@ impl Validate for CustomerPatch {
         v::optional(self.phone.as_ref().and_then(Option::as_deref), |p| {
             v::phone("phone", p)
         })?;
-        v::optional(self.customer_group.as_ref().and_then(Option::as_deref), |g| {
-            v::code("customer_group", g, 20)
-        })?;
+        v::optional(
+            self.customer_group.as_ref().and_then(Option::as_deref),
+            |g| v::code("customer_group", g, 20),
+        )?;
         v::optional(self.language.as_ref().and_then(Option::as_deref), |l| {
             v::language("language", l)
         })
@@ -484,10 +485,12 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_refused() {
-        assert!(serde_json::from_str::<NewCustomer>(
-            r#"{"first_name":"A","last_name":"B","firstname":"x"}"#
-        )
-        .is_err());
+        assert!(
+            serde_json::from_str::<NewCustomer>(
+                r#"{"first_name":"A","last_name":"B","firstname":"x"}"#
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -503,7 +506,10 @@ mod tests {
             value: Some("not-an-email".into()),
             ..Default::default()
         };
-        assert_eq!(to_email.apply_checked(&mut c).unwrap_err().rule, "phone_format");
+        assert_eq!(
+            to_email.apply_checked(&mut c).unwrap_err().rule,
+            "phone_format"
+        );
         let ok = ContactPatch {
             kind: Some(ContactKind::Email),
             value: Some("a@b.ee".into()),

@@ -21,7 +21,11 @@ pub struct OperationId(pub Uuid);
 impl OperationId {
     /// A fresh id; `unix_ms` seeds its time-ordered prefix.
     pub fn new_v7(unix_ms: u64) -> Self {
-        let ts = uuid::Timestamp::from_unix(uuid::NoContext, unix_ms / 1000, ((unix_ms % 1000) * 1_000_000) as u32);
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            unix_ms / 1000,
+            ((unix_ms % 1000) * 1_000_000) as u32,
+        );
         Self(Uuid::new_v7(ts))
     }
 
@@ -271,7 +275,11 @@ impl Payload {
             })
         }
         if !record.is_object() {
-            return Err(FieldError::new("body", "type", "the record must be a JSON object"));
+            return Err(FieldError::new(
+                "body",
+                "type",
+                "the record must be a JSON object",
+            ));
         }
         let payload = match (kind, action) {
             (RecordKind::Customer, Action::Create) => Payload::CustomerCreate(typed(record)?),
@@ -354,7 +362,10 @@ mod tests {
             serde_json::json!({"street":"Narva mnt 5","city":"Tallinn","postal_code":"10117","country":"EST"}),
         )
         .unwrap();
-        assert_eq!((p.kind(), p.action()), (RecordKind::Address, Action::Create));
+        assert_eq!(
+            (p.kind(), p.action()),
+            (RecordKind::Address, Action::Create)
+        );
         let back: Payload = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
         assert_eq!(back, p);
         assert_eq!(p.record_json()["country"], "EST");
@@ -380,8 +391,12 @@ mod tests {
 
     #[test]
     fn missing_and_unknown_fields_are_named() {
-        let err = Payload::parse(RecordKind::Customer, Action::Create, serde_json::json!({"first_name": "A"}))
-            .unwrap_err();
+        let err = Payload::parse(
+            RecordKind::Customer,
+            Action::Create,
+            serde_json::json!({"first_name": "A"}),
+        )
+        .unwrap_err();
         assert_eq!((err.field.as_str(), err.rule), ("last_name", "required"));
         let err = Payload::parse(
             RecordKind::Attribute,

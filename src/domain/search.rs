@@ -44,15 +44,19 @@ pub fn terms(view: &CustomerView) -> Vec<String> {
     let mut out: Vec<String> = name_words(&f.first_name)
         .chain(name_words(&f.last_name))
         .collect();
-    let emails = f
-        .email
-        .iter()
-        .chain(view.contacts.iter().filter(|c| c.record.kind == super::ContactKind::Email).map(|c| &c.record.value));
+    let emails = f.email.iter().chain(
+        view.contacts
+            .iter()
+            .filter(|c| c.record.kind == super::ContactKind::Email)
+            .map(|c| &c.record.value),
+    );
     out.extend(emails.map(|e| fold(e)));
-    let phones = f
-        .phone
-        .iter()
-        .chain(view.contacts.iter().filter(|c| c.record.kind == super::ContactKind::Phone).map(|c| &c.record.value));
+    let phones = f.phone.iter().chain(
+        view.contacts
+            .iter()
+            .filter(|c| c.record.kind == super::ContactKind::Phone)
+            .map(|c| &c.record.value),
+    );
     out.extend(phones.map(|p| phone_digits(p)).filter(|d| !d.is_empty()));
     out.push(fold(&view.customer_ref));
     if let Some(acc) = &view.account_number {
@@ -70,14 +74,16 @@ pub fn query_terms(q: &str) -> Vec<String> {
     let q = q.trim();
     let digits = phone_digits(q);
     let looks_like_phone = digits.len() >= 3
-        && q.chars().all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '.' | '(' | ')'));
+        && q.chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '.' | '(' | ')'));
     if looks_like_phone {
         return vec![digits];
     }
     let mut out: Vec<String> = q
         .split_whitespace()
         .flat_map(|word| {
-            if word.contains('@') || word.contains('-') && word.chars().any(|c| c.is_ascii_digit()) {
+            if word.contains('@') || word.contains('-') && word.chars().any(|c| c.is_ascii_digit())
+            {
                 vec![fold(word)]
             } else {
                 name_words(word).collect()
@@ -120,7 +126,14 @@ mod tests {
     #[test]
     fn terms_are_folded() {
         let t = terms(&view());
-        for want in ["oie", "tamm", "taht", "oie@example.ee", "37251234567", "s001-t42"] {
+        for want in [
+            "oie",
+            "tamm",
+            "taht",
+            "oie@example.ee",
+            "37251234567",
+            "s001-t42",
+        ] {
             assert!(t.contains(&want.to_string()), "{want} in {t:?}");
         }
     }

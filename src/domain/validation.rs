@@ -135,9 +135,8 @@ pub fn language(field: &str, value: &str) -> Checked {
     let lang_ok = parts
         .next()
         .is_some_and(|p| (2..=3).contains(&p.len()) && p.chars().all(|c| c.is_ascii_lowercase()));
-    let rest_ok = parts.all(|p| {
-        (2..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric())
-    });
+    let rest_ok =
+        parts.all(|p| (2..=8).contains(&p.len()) && p.chars().all(|c| c.is_ascii_alphanumeric()));
     if !(lang_ok && rest_ok) || value.len() > 35 {
         return Err(FieldError::new(
             field,
@@ -179,10 +178,7 @@ pub fn postal_code(field: &str, value: &str) -> Checked {
 }
 
 /// Runs `check` on an optional value.
-pub fn optional<T: ?Sized>(
-    value: Option<&T>,
-    check: impl FnOnce(&T) -> Checked,
-) -> Checked {
+pub fn optional<T: ?Sized>(value: Option<&T>, check: impl FnOnce(&T) -> Checked) -> Checked {
     value.map_or(Ok(()), check)
 }
 
@@ -202,14 +198,26 @@ pub fn from_serde(path: &str, message: &str) -> FieldError {
             format!("{path}.{name}")
         }
     };
-    let at = if path == "." || path.is_empty() { "body".to_string() } else { path.to_string() };
+    let at = if path == "." || path.is_empty() {
+        "body".to_string()
+    } else {
+        path.to_string()
+    };
     // serde appends " at line L column C" to messages from text input; drop it.
-    let clean = message.split(" at line ").next().unwrap_or(message).to_string();
+    let clean = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(message)
+        .to_string();
     if let Some(name) = quoted("missing field `") {
         FieldError::new(join(&name), "required", clean)
     } else if let Some(name) = quoted("unknown field `") {
         // serde_path_to_error already counts the unknown key in the path.
-        let field = if path.ends_with(name.as_str()) { path.to_string() } else { join(&name) };
+        let field = if path.ends_with(name.as_str()) {
+            path.to_string()
+        } else {
+            join(&name)
+        };
         FieldError::new(field, "unknown_field", clean)
     } else if message.starts_with("unknown variant") {
         FieldError::new(at, "enum", clean)
@@ -250,7 +258,11 @@ mod tests {
     fn emails() {
         assert!(email("email", "oie.taht@example.ee").is_ok());
         for bad in ["", "plain", "a@b", "Name <a@b.ee>", "a b@c.ee"] {
-            assert_eq!(email("email", bad).unwrap_err().rule, "email_format", "{bad}");
+            assert_eq!(
+                email("email", bad).unwrap_err().rule,
+                "email_format",
+                "{bad}"
+            );
         }
     }
 
@@ -260,7 +272,11 @@ mod tests {
             assert!(phone("phone", good).is_ok(), "{good}");
         }
         for bad in ["", "+", "12", "abc12345", "+372 5123 4567 8901 23"] {
-            assert_eq!(phone("phone", bad).unwrap_err().rule, "phone_format", "{bad}");
+            assert_eq!(
+                phone("phone", bad).unwrap_err().rule,
+                "phone_format",
+                "{bad}"
+            );
         }
     }
 
@@ -269,7 +285,11 @@ mod tests {
         assert!(country("country", "EST").is_ok());
         assert!(country("country", "LTU").is_ok());
         for bad in ["est", "EE", "XXX", "ESTO"] {
-            assert_eq!(country("country", bad).unwrap_err().rule, "iso3166_alpha3", "{bad}");
+            assert_eq!(
+                country("country", bad).unwrap_err().rule,
+                "iso3166_alpha3",
+                "{bad}"
+            );
         }
     }
 

@@ -209,8 +209,22 @@ mod tests {
                 language: None,
             }),
         );
-        let e1 = op(2, None, Payload::CustomerEdit(CustomerPatch { last_name: Some("Kask".into()), ..Default::default() }));
-        let e2 = op(3, None, Payload::CustomerEdit(CustomerPatch { last_name: Some("Mets".into()), ..Default::default() }));
+        let e1 = op(
+            2,
+            None,
+            Payload::CustomerEdit(CustomerPatch {
+                last_name: Some("Kask".into()),
+                ..Default::default()
+            }),
+        );
+        let e2 = op(
+            3,
+            None,
+            Payload::CustomerEdit(CustomerPatch {
+                last_name: Some("Mets".into()),
+                ..Default::default()
+            }),
+        );
         let addr = op(
             4,
             Some("ADR-4"),
@@ -224,7 +238,9 @@ mod tests {
                 is_primary: true,
             }),
         );
-        let view = CustomerView::rebuild(None, [&create, &e1, &e2, &addr]).unwrap().unwrap();
+        let view = CustomerView::rebuild(None, [&create, &e1, &e2, &addr])
+            .unwrap()
+            .unwrap();
         assert_eq!(view.fields.last_name, "Mets");
         assert_eq!(view.addresses.len(), 1);
         assert_eq!(view.last_seq, 4);
@@ -252,8 +268,14 @@ mod tests {
     #[test]
     fn sync_state_is_the_worst() {
         use OpState::*;
-        assert_eq!(SyncState::summarise([Completed, Pending]), SyncState::Pending);
-        assert_eq!(SyncState::summarise([Held, Failed, Pending]), SyncState::Failed);
+        assert_eq!(
+            SyncState::summarise([Completed, Pending]),
+            SyncState::Pending
+        );
+        assert_eq!(
+            SyncState::summarise([Held, Failed, Pending]),
+            SyncState::Failed
+        );
         assert_eq!(SyncState::summarise([]), SyncState::Synced);
     }
 }
