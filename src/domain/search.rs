@@ -27,6 +27,25 @@ fn cut(mut s: String) -> String {
     s
 }
 
+/// Terms of one phone number: all its digits, and for an international number (`+372 5123…`)
+/// also the national part, so a till can type the number either way. Country codes are one to
+/// three digits; a term for each length is cheaper than knowing the numbering plan.
+fn phone_terms(phone: &str) -> Vec<String> {
+    let digits = phone_digits(phone);
+    let mut out = Vec::with_capacity(4);
+    if phone.trim_start().starts_with('+') {
+        for cc in 1..=3 {
+            if digits.len() > cc + 4 {
+                out.push(digits[cc..].to_string());
+            }
+        }
+    }
+    if !digits.is_empty() {
+        out.push(digits);
+    }
+    out
+}
+
 /// Words of a name, folded.
 fn name_words(text: &str) -> impl Iterator<Item = String> + '_ {
     fold(text)
@@ -57,7 +76,7 @@ pub fn terms(view: &CustomerView) -> Vec<String> {
             .filter(|c| c.record.kind == super::ContactKind::Phone)
             .map(|c| &c.record.value),
     );
-    out.extend(phones.map(|p| phone_digits(p)).filter(|d| !d.is_empty()));
+    out.extend(phones.flat_map(|p| phone_terms(p)));
     out.push(fold(&view.customer_ref));
     if let Some(acc) = &view.account_number {
         out.push(fold(acc));
