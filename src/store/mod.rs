@@ -2,6 +2,7 @@
 //! index. One writer thread owns every write ([`writer`]); reads run anywhere ([`read`]).
 
 pub mod hq_sync;
+pub mod prune;
 pub mod read;
 pub mod schema;
 pub(crate) mod tables;
@@ -133,6 +134,7 @@ impl Store {
                 .map_err(StoreError::db)?;
             tx.open_table(schema::SEARCH).map_err(StoreError::db)?;
             tx.open_table(schema::ACCOUNTS).map_err(StoreError::db)?;
+            tx.open_table(schema::CUSTOMER_BASES).map_err(StoreError::db)?;
         }
         tx.commit().map_err(StoreError::db)?;
         Ok(())

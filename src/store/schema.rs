@@ -27,6 +27,10 @@ pub const SEARCH: TableDefinition<(&str, &str), ()> = TableDefinition::new("sear
 /// HQ account number → customer reference.
 pub const ACCOUNTS: TableDefinition<&str, &str> = TableDefinition::new("account_numbers");
 
+/// Customer reference → the customer as of its pruned (confirmed) operations: the base that
+/// the operations still held are folded onto when a view is rebuilt.
+pub const CUSTOMER_BASES: TableDefinition<&str, &[u8]> = TableDefinition::new("customer_bases");
+
 /// Version of the layout above; bumped on incompatible change.
 pub const SCHEMA_VERSION: u64 = 1;
 

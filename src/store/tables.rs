@@ -20,6 +20,7 @@ pub(crate) struct Tables<'tx> {
     pub customer_ops: Table<'tx, (&'static str, u64), ()>,
     pub search: Table<'tx, (&'static str, &'static str), ()>,
     pub accounts: Table<'tx, &'static str, &'static str>,
+    pub bases: Table<'tx, &'static str, &'static [u8]>,
 }
 
 impl<'tx> Tables<'tx> {
@@ -37,6 +38,7 @@ impl<'tx> Tables<'tx> {
                 .map_err(StoreError::db)?,
             search: tx.open_table(schema::SEARCH).map_err(StoreError::db)?,
             accounts: tx.open_table(schema::ACCOUNTS).map_err(StoreError::db)?,
+            bases: tx.open_table(schema::CUSTOMER_BASES).map_err(StoreError::db)?,
         })
     }
 
@@ -115,6 +117,14 @@ impl<'tx> Tables<'tx> {
             }
         }
         Ok(out)
+    }
+
+    /// The customer as of its pruned operations, if any were pruned.
+    pub fn customer_base(&self, customer_ref: &str) -> Result<Option<CustomerView>, StoreError> {
+        match self.bases.get(customer_ref).map_err(StoreError::db)? {
+            Some(bytes) => decode(bytes.value()).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Whether a new operation on this customer must wait behind a failed one.

@@ -50,6 +50,13 @@ pub enum Command {
     },
     /// Record HQ's answer to an upload.
     MarkStaged(Vec<StageReport>),
+    /// Drop confirmed operations older than a cutoff, folding them into each customer's base.
+    Prune {
+        /// Operations confirmed before this time (Unix ms) go.
+        confirmed_before_ms: i64,
+        /// Most operations dropped in one command.
+        max: usize,
+    },
     /// Apply a page of HQ's outcome feed and advance the cursor, atomically.
     ApplyOutcomes {
         /// The outcomes, in feed order.
@@ -213,6 +220,7 @@ pub(crate) fn commit_group(
                 Command::EditPayload { id, record } => t.edit_payload(*id, record, now)?,
                 Command::Resync { id } => t.resync(*id, now)?,
                 Command::MarkStaged(reports) => t.mark_staged(reports, now)?,
+                Command::Prune { confirmed_before_ms, max } => t.prune(*confirmed_before_ms, *max)?,
                 Command::ApplyOutcomes {
                     outcomes,
                     next_cursor,
@@ -355,7 +363,8 @@ impl Tables<'_> {
         for o in ops.iter_mut().filter(|o| o.seq == op.seq) {
             *o = op.clone();
         }
-        let mut new_view = match CustomerView::rebuild(None, ops.iter()) {
+        let base = self.customer_base(&op.customer_ref)?;
+        let mut new_view = match CustomerView::rebuild(base, ops.iter()) {
             Ok(Some(v)) => v,
             Ok(None) => {
                 return Err(StoreError::Encoding(format!(
