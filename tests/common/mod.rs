@@ -86,38 +86,47 @@ impl Resp {
     /// with the fields `error`, `field`, `rule` and `message`.
     #[track_caller]
     pub fn expect_error(&self, status: u16, field: &str, rule: &str) {
-        assert_eq!(
-            self.status.as_u16(),
-            status,
-            "unexpected status; body: {}",
-            self.body
-        );
-        self.expect_json_error();
-        assert_eq!(self.body["field"], field, "wrong field in {}", self.body);
-        assert_eq!(self.body["rule"], rule, "wrong rule in {}", self.body);
+        if let Some(why) = self.error_mismatch(status, field, rule) {
+            panic!("{why}");
+        }
     }
 
-    /// Panics unless the body is a JSON error with string `error`, `field`, `rule`, `message`.
-    #[track_caller]
-    pub fn expect_json_error(&self) {
-        assert!(
-            self.is_json,
-            "error body is not JSON: {:?} {}",
-            self.content_type, self.body
-        );
-        let ct = self.content_type.as_deref().unwrap_or_default();
-        assert!(
-            ct.starts_with("application/json"),
-            "content type {ct:?}; body {}",
-            self.body
-        );
-        for key in ["error", "field", "rule", "message"] {
-            assert!(
-                self.body[key].as_str().is_some_and(|s| !s.is_empty()),
-                "error body lacks a non-empty {key:?}: {}",
-                self.body
-            );
+    /// Why this is not an error answer with `status` naming `field` and `rule` (as JSON with
+    /// non-empty `error`, `field`, `rule` and `message`), or `None` when it is one.
+    pub fn error_mismatch(&self, status: u16, field: &str, rule: &str) -> Option<String> {
+        if self.status.as_u16() != status {
+            return Some(format!(
+                "status {} instead of {status}; body: {}",
+                self.status, self.body
+            ));
         }
+        if let Some(why) = self.json_error_mismatch() {
+            return Some(why);
+        }
+        if self.body["field"] != field || self.body["rule"] != rule {
+            return Some(format!(
+                "want field {field:?} rule {rule:?}; body: {}",
+                self.body
+            ));
+        }
+        None
+    }
+
+    /// Why the body is not a JSON error with non-empty `error`, `field`, `rule`, `message`.
+    pub fn json_error_mismatch(&self) -> Option<String> {
+        let ct = self.content_type.as_deref().unwrap_or_default();
+        if !self.is_json || !ct.starts_with("application/json") {
+            return Some(format!("error body is not JSON ({ct:?}): {}", self.body));
+        }
+        for key in ["error", "field", "rule", "message"] {
+            if !self.body[key].as_str().is_some_and(|s| !s.is_empty()) {
+                return Some(format!(
+                    "error body lacks a non-empty {key:?}: {}",
+                    self.body
+                ));
+            }
+        }
+        None
     }
 }
 
