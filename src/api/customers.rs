@@ -1,8 +1,8 @@
 //! Customer endpoints for the till: create, edit, sub-records, read and search.
 
-use super::ApiQuery;
+use super::{ApiPath, ApiQuery};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -85,7 +85,7 @@ pub async fn create(
 /// `PATCH /v1/customers/{customer_ref}`
 pub async fn edit(
     State(app): State<AppState>,
-    Path(customer): Path<String>,
+    ApiPath(customer): ApiPath<String>,
     JsonValue(body): JsonValue,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let payload =
@@ -109,7 +109,7 @@ fn collection_kind(collection: &str) -> Result<RecordKind, ApiError> {
 /// `POST /v1/customers/{customer_ref}/{addresses|contacts|affiliations|attributes}`
 pub async fn add_sub_record(
     State(app): State<AppState>,
-    Path((customer, collection)): Path<(String, String)>,
+    ApiPath((customer, collection)): ApiPath<(String, String)>,
     JsonValue(body): JsonValue,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let kind = collection_kind(&collection)?;
@@ -120,7 +120,7 @@ pub async fn add_sub_record(
 /// `PATCH /v1/customers/{customer_ref}/{collection}/{record_id}`
 pub async fn edit_sub_record(
     State(app): State<AppState>,
-    Path((customer, collection, record_id)): Path<(String, String, String)>,
+    ApiPath((customer, collection, record_id)): ApiPath<(String, String, String)>,
     JsonValue(body): JsonValue,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
     let kind = collection_kind(&collection)?;
@@ -222,7 +222,7 @@ impl<'a> CustomerBody<'a> {
 /// `GET /v1/customers/{customer_ref}` (a temporary reference or an HQ account number)
 pub async fn get(
     State(app): State<AppState>,
-    Path(customer): Path<String>,
+    ApiPath(customer): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let store = app.store.clone();
     let read =

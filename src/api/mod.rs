@@ -9,7 +9,9 @@ pub mod time;
 
 use std::time::Duration;
 
-use axum::extract::{FromRequestParts, Query};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, Path, Query};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::routing::{get, patch, post};
@@ -126,5 +128,33 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Api
             .await
             .map(|Query(q)| ApiQuery(q))
             .map_err(|e| ApiError::bad_param("query", "query_syntax", e.body_text()))
+    }
+}
+
+/// Path parameters whose parse errors are JSON naming the parameter (axum's own rejection is
+/// plain text).
+pub struct ApiPath<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(value)) => Ok(ApiPath(value)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => {
+                let message = e.body_text();
+                Err(match e.into_kind() {
+                    ErrorKind::InvalidUtf8InPathParam { key } => {
+                        ApiError::bad_param(&key, "utf8", message)
+                    }
+                    ErrorKind::ParseErrorAtKey { key, .. }
+                    | ErrorKind::DeserializeError { key, .. } => {
+                        ApiError::bad_param(&key, "path_syntax", message)
+                    }
+                    _ => ApiError::bad_param("path", "path_syntax", message),
+                })
+            }
+            Err(e) => Err(ApiError::bad_param("path", "path_syntax", e.body_text())),
+        }
     }
 }

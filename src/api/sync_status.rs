@@ -1,9 +1,9 @@
 //! Sync status: list operations by state, show one with its HQ error, edit a failed one, and
 //! queue it again.
 
-use super::ApiQuery;
+use super::{ApiPath, ApiQuery};
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -140,7 +140,7 @@ fn parse_id(id: &str) -> Result<OperationId, ApiError> {
 /// `GET /v1/sync/operations/{id}`
 pub async fn show(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = parse_id(&id)?;
     let store = app.store.clone();
@@ -156,7 +156,7 @@ pub async fn show(
 /// `PUT /v1/sync/operations/{id}` with `{"payload": {...}}`: edit and save a failed operation.
 pub async fn update(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     JsonValue(body): JsonValue,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = parse_id(&id)?;
@@ -194,7 +194,7 @@ pub async fn update(
 /// `POST /v1/sync/operations/{id}/sync`: queue a failed operation again.
 pub async fn resync(
     State(app): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = parse_id(&id)?;
     let outcome = app.writer.execute(Command::Resync { id }).await?;
