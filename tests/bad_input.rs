@@ -1033,10 +1033,12 @@ async fn a_stalled_body_times_out_with_a_json_error() {
         json["error"].as_str().is_some_and(|s| !s.is_empty()),
         "{json}"
     );
-    assert!(
-        json["message"].as_str().is_some_and(|s| !s.is_empty()),
-        "{json}"
-    );
+    for key in ["message", "field", "rule"] {
+        assert!(
+            json[key].as_str().is_some_and(|s| !s.is_empty()),
+            "{key} in {json}"
+        );
+    }
     assert_eq!(op_total(&node), 1, "nothing written");
     stop_node(node).await;
 }

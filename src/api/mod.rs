@@ -9,6 +9,7 @@ pub mod time;
 
 use std::time::Duration;
 
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::path::ErrorKind;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, Path, Query};
@@ -17,7 +18,6 @@ use axum::http::request::Parts;
 use axum::routing::{get, patch, post};
 use axum::{Json, Router};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::timeout::TimeoutLayer;
 
 use crate::config::Limits;
 use crate::store::{Store, WriterHandle};
@@ -68,10 +68,13 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(axum::extract::DefaultBodyLimit::max(limits.body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            Duration::from_millis(limits.request_timeout_ms),
-        ))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(request_timed_out))
+                .layer(tower::timeout::TimeoutLayer::new(Duration::from_millis(
+                    limits.request_timeout_ms,
+                ))),
+        )
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             limits.max_concurrent_requests,
         ))
@@ -86,6 +89,18 @@ pub fn router(state: AppState) -> Router {
 
 async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// The answer when `limits.request_timeout_ms` strikes (tower's own answer has no body).
+async fn request_timed_out(_: tower::BoxError) -> ApiError {
+    ApiError::field(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "timeout",
+        "request",
+        "time_limit",
+        "the request took longer than this node allows (limits.request_timeout_ms); a write \
+         under way may still have been saved: read before retrying",
+    )
 }
 
 async fn not_found() -> ApiError {
