@@ -11,6 +11,9 @@ use outpost::node::Node;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+/// The refusal a case must get: status, field, rule.
+type Want = (u16, &'static str, &'static str);
+
 /// One bad request and the refusal it must get.
 struct Case {
     method: Method,
@@ -21,12 +24,7 @@ struct Case {
     rule: &'static str,
 }
 
-fn case(
-    method: Method,
-    path: impl Into<String>,
-    body: Option<Vec<u8>>,
-    want: (u16, &'static str, &'static str),
-) -> Case {
+fn case(method: Method, path: impl Into<String>, body: Option<Vec<u8>>, want: Want) -> Case {
     Case {
         method,
         path: path.into(),
@@ -195,7 +193,7 @@ async fn malformed_bodies_are_refused_on_every_write_endpoint() {
     ];
     let mut cases = Vec::new();
     for (m, p) in &endpoints {
-        let bodies: Vec<(Option<Vec<u8>>, (u16, &str, &str))> = vec![
+        let bodies: Vec<(Option<Vec<u8>>, Want)> = vec![
             (
                 raw(r#"{"first_name": "Mari""#),
                 (400, "body", "json_syntax"),
@@ -759,7 +757,7 @@ async fn unknown_things_and_bad_parameters_are_named() {
         ),
         case(
             Method::GET,
-            &format!("/v1/customers?q={}", "a".repeat(201)),
+            format!("/v1/customers?q={}", "a".repeat(201)),
             None,
             (400, "q", "max_length"),
         ),

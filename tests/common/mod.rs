@@ -119,7 +119,7 @@ impl Resp {
             return Some(format!("error body is not JSON ({ct:?}): {}", self.body));
         }
         for key in ["error", "field", "rule", "message"] {
-            if !self.body[key].as_str().is_some_and(|s| !s.is_empty()) {
+            if self.body[key].as_str().is_none_or(str::is_empty) {
                 return Some(format!(
                     "error body lacks a non-empty {key:?}: {}",
                     self.body
