@@ -407,6 +407,37 @@ async fn bad_requests_get_json_400s() {
         .unwrap();
     assert_eq!(res.status(), 404);
     let _: HqErrorBody = res.json().await.unwrap();
+    // Too many operations, or too many bytes: 413, nothing staged.
+    let one = op(1, "S0001-T1", None, new_customer("Täht", None));
+    let batch = json!({
+        "store_id": STORE,
+        "channel_id": "CH0001",
+        "batch_id": "0190b5a4-7c1e-7c3a-9f0e-2d4c5b6a7e8f",
+        "operations": vec![one; 10_001],
+    });
+    let res = http
+        .post(format!("{}/hq/v1/uploads", hq.url()))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    let body: HqErrorBody = res.json().await.unwrap();
+    assert_eq!(body.error, "too_large");
+    let res = http
+        .post(format!("{}/hq/v1/uploads", hq.url()))
+        .header("content-type", "application/json")
+        .body(format!(
+            "{{\"store_id\": \"{}\"}}",
+            "x".repeat(17 * 1024 * 1024)
+        ))
+        .send()
+        .await;
+    // HQ may answer 413 or close the connection before reading the whole body.
+    if let Ok(res) = res {
+        assert_eq!(res.status(), 413);
+    }
+    assert!(table_rows(&hq).await.is_empty());
     // The client reports a 4xx as permanent, with HQ's message.
     let wrong_base = HqClient::new(
         &format!("{}/prefix", hq.url()),
