@@ -1,11 +1,14 @@
 //! The `outpost` binary: a thin command line over the library.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
-use outpost::config::Config;
+use outpost::config::{Config, LogConfig};
+use outpost::hq::emulator::{HqEmulator, HqEmulatorConfig};
 use outpost::node::Node;
 
 /// Outpost: offline-first store edge node for retail point of sale.
@@ -23,20 +26,61 @@ struct Cli {
 enum Command {
     /// Run the node (the default).
     Serve,
+    /// Run the HQ emulator (state in memory; needs no configuration file).
+    HqSim(HqSimArgs),
+}
+
+/// Options of `outpost hq-sim`.
+#[derive(Args)]
+struct HqSimArgs {
+    /// Address and port to listen on.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    listen: SocketAddr,
+    /// How often the sync job runs by itself, milliseconds; 0 = only on demand.
+    #[arg(long, default_value_t = 1000)]
+    sync_interval_ms: u64,
+    /// Seed of the fault-injection draws.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let config = Config::load(&cli.config)
-        .with_context(|| format!("invalid configuration ({})", cli.config.display()))?;
-    outpost::telemetry::init_logging(&config.log);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            // Only the node reads the configuration file; hq-sim runs without one.
+            let config = Config::load(&cli.config)
+                .with_context(|| format!("invalid configuration ({})", cli.config.display()))?;
+            outpost::telemetry::init_logging(&config.log);
+            runtime()?.block_on(serve(config))
+        }
+        Command::HqSim(args) => {
+            outpost::telemetry::init_logging(&LogConfig::default());
+            runtime()?.block_on(hq_sim(args))
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("cannot start the async runtime")?;
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => runtime.block_on(serve(config)),
-    }
+        .context("cannot start the async runtime")
+}
+
+async fn hq_sim(args: HqSimArgs) -> anyhow::Result<()> {
+    let emulator = HqEmulator::start(HqEmulatorConfig {
+        listen: args.listen,
+        sync_interval: (args.sync_interval_ms > 0)
+            .then(|| Duration::from_millis(args.sync_interval_ms)),
+        seed: args.seed,
+    })
+    .await?;
+    // Printed on stdout so scripts and tests can find the port when it was 0.
+    println!("hq-sim listening on {}", emulator.url());
+    shutdown_signal().await;
+    emulator.shutdown().await;
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -128,3 +128,22 @@ pub struct HqErrorBody {
     /// Plain words.
     pub message: String,
 }
+
+/// `GET /hq/v1/health`: HQ answers and is accepting work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthResponse {
+    /// Always `ok` when HQ answers 200.
+    pub status: String,
+}
+
+/// Most operations HQ accepts in one upload batch; a larger batch is refused with 413.
+pub const MAX_UPLOAD_OPERATIONS: usize = 10_000;
+
+/// Largest upload body HQ reads, bytes; a larger body is refused with 413.
+pub const MAX_UPLOAD_BYTES: usize = 16 * 1024 * 1024;
+
+/// Outcomes returned by `GET /hq/v1/outcomes` when `limit` is absent.
+pub const DEFAULT_OUTCOME_LIMIT: usize = 1_000;
+
+/// Most outcomes returned by one `GET /hq/v1/outcomes`; a larger `limit` is lowered to it.
+pub const MAX_OUTCOME_LIMIT: usize = 10_000;

@@ -1,0 +1,223 @@
+//! The HQ emulator: HQ's side of the protocol (staging in the five async tables, the
+//! "Synchronize customers and channel requests" job, the outcome feed), admin endpoints, and
+//! fault injection. `outpost hq-sim` runs it; tests start it in-process with [`HqEmulator`].
+//! Its state lives in memory: a restart forgets everything.
+
+pub mod customer;
+pub mod faults;
+mod http;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use customer::{HqCustomer, HqSubRecord};
+pub use faults::{Faults, FaultsError, RejectRule};
+pub use state::{HqModel, RowState, SyncRunReport, TableRow};
+
+use faults::FaultInjector;
+
+/// How long [`HqEmulator::shutdown`] waits for open connections before it stops serving.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How to run an emulator.
+#[derive(Debug, Clone)]
+pub struct HqEmulatorConfig {
+    /// Address to listen on; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// How often the sync job runs by itself; `None` (or zero) = only on demand.
+    pub sync_interval: Option<Duration>,
+    /// Seed of the fault draws, so a run can be repeated.
+    pub seed: u64,
+}
+
+impl HqEmulatorConfig {
+    /// Loopback on a free port, sync job on demand only, seed 0: what tests want.
+    pub fn local() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            sync_interval: None,
+            seed: 0,
+        }
+    }
+}
+
+/// Why an emulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum HqEmulatorError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// What the HTTP handlers and the sync ticker share.
+pub(crate) struct Shared {
+    model: Mutex<HqModel>,
+    faults: FaultInjector,
+}
+
+impl Shared {
+    fn new(seed: u64) -> Self {
+        Self {
+            model: Mutex::new(HqModel::new()),
+            faults: FaultInjector::new(seed),
+        }
+    }
+
+    /// The model; never held across an `.await`.
+    fn model(&self) -> MutexGuard<'_, HqModel> {
+        // The model stays consistent between calls; a panic in one request must not make
+        // every later one panic too.
+        self.model.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn run_sync(&self) -> SyncRunReport {
+        let reject = self.faults.reject_rule();
+        let report = self.model().run_sync(reject.as_ref());
+        if report != SyncRunReport::default() {
+            tracing::info!(
+                processed = report.processed,
+                completed = report.completed,
+                failed = report.failed,
+                held = report.held,
+                waiting = report.waiting,
+                "hq sync job ran"
+            );
+        }
+        report
+    }
+}
+
+/// A running HQ emulator. Stop it with [`HqEmulator::shutdown`] (dropping it stops it too).
+pub struct HqEmulator {
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl HqEmulator {
+    /// Binds the listener, starts serving, and starts the sync job's interval if any.
+    pub async fn start(config: HqEmulatorConfig) -> Result<HqEmulator, HqEmulatorError> {
+        let bind_err = |source| HqEmulatorError::Bind {
+            addr: config.listen,
+            source,
+        };
+        let listener = TcpListener::bind(config.listen).await.map_err(bind_err)?;
+        let local_addr = listener.local_addr().map_err(bind_err)?;
+        let shared = Arc::new(Shared::new(config.seed));
+        let (stop, stopped) = watch::channel(false);
+        let app = http::router(shared.clone());
+        let mut server_stop = stopped.clone();
+        let server = tokio::spawn(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    // Resolves on shutdown, or when the emulator is dropped.
+                    let _ = server_stop.changed().await;
+                })
+                .into_future(),
+        );
+        let ticker = config
+            .sync_interval
+            .filter(|d| !d.is_zero())
+            .map(|every| tokio::spawn(tick(shared.clone(), every, stopped)));
+        tracing::info!(%local_addr, "hq emulator serving");
+        Ok(HqEmulator {
+            local_addr,
+            shared,
+            stop,
+            server,
+            ticker,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Its base URL, e.g. `http://127.0.0.1:8090`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    /// Runs the sync job now, in-process.
+    pub fn run_sync_job(&self) -> SyncRunReport {
+        self.shared.run_sync()
+    }
+
+    /// Replaces the faults in force (as `PUT /hq/v1/admin/faults` does); out-of-range values
+    /// are brought into range (see [`Faults::clamped`]).
+    pub fn set_faults(&self, faults: Faults) {
+        let clamped = faults.clone().clamped();
+        if clamped != faults {
+            tracing::warn!("hq emulator faults out of range were brought into range");
+        }
+        self.shared.faults.set(clamped);
+    }
+
+    /// Replaces the faults in force, refusing out-of-range values as the admin endpoint does.
+    pub fn try_set_faults(&self, faults: Faults) -> Result<(), FaultsError> {
+        faults.validate()?;
+        self.shared.faults.set(faults);
+        Ok(())
+    }
+
+    /// The faults in force.
+    pub fn faults(&self) -> Faults {
+        self.shared.faults.get()
+    }
+
+    /// Every customer HQ holds, in creation order.
+    pub fn customers(&self) -> Vec<HqCustomer> {
+        self.shared.model().customers()
+    }
+
+    /// The five staging tables by name.
+    pub fn tables(&self) -> std::collections::BTreeMap<&'static str, Vec<TableRow>> {
+        self.shared.model().tables()
+    }
+
+    /// Stops serving: open connections get a grace period, then the server is aborted.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        if let Some(ticker) = self.ticker {
+            let _ = ticker.await;
+        }
+        let mut server = self.server;
+        match tokio::time::timeout(SHUTDOWN_GRACE, &mut server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(error = %e, "hq emulator server stopped with an error")
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "hq emulator server task failed"),
+            Err(_) => server.abort(),
+        }
+        tracing::info!(local_addr = %self.local_addr, "hq emulator stopped");
+    }
+}
+
+/// Runs the sync job every `every` until told to stop.
+async fn tick(shared: Arc<Shared>, every: Duration, mut stopped: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {
+                shared.run_sync();
+            }
+            _ = stopped.changed() => break,
+        }
+    }
+}
