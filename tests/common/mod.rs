@@ -331,6 +331,15 @@ impl Binary {
     /// Writes a config file into `dir` (listen 127.0.0.1:0, data in `dir/data`) and starts
     /// `outpost serve --config` on it; returns once the node printed its address.
     pub fn spawn(dir: &Path) -> Binary {
+        match Binary::try_spawn(dir) {
+            Ok(binary) => binary,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// As [`Binary::spawn`], but a node that exits before printing its address is an `Err`
+    /// describing its exit status and stderr.
+    pub fn try_spawn(dir: &Path) -> Result<Binary, String> {
         let data_dir = dir.join("data");
         let config_path = dir.join("outpost.toml");
         let config = format!(
@@ -379,12 +388,21 @@ impl Binary {
                         break rest.parse::<SocketAddr>().expect("listen address");
                     }
                 }
-                Err(e) => {
-                    let status = binary.child.try_wait().ok().flatten();
-                    panic!(
-                        "outpost did not print its address ({e}); exit: {status:?}; stderr:\n{}",
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // Stdout closed: the process is ending. Wait for it, bounded.
+                    let status = binary.wait_exit(WAIT);
+                    return Err(format!(
+                        "outpost exited before printing its address: {status:?}; stderr:\n{}",
                         binary.stderr()
-                    );
+                    ));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let status = binary.child.try_wait().ok().flatten();
+                    return Err(format!(
+                        "outpost did not print its address in {WAIT:?}; exit: {status:?}; \
+                         stderr:\n{}",
+                        binary.stderr()
+                    ));
                 }
             }
         };
@@ -393,7 +411,37 @@ impl Binary {
             "binary listens on {addr}, not loopback"
         );
         binary.addr = addr;
-        binary
+        Ok(binary)
+    }
+
+    /// Waits up to `within` for the process to exit; `None` if it is still running.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends SIGTERM (a clean shutdown request) and waits, bounded, for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill -TERM");
+        assert!(status.success(), "kill -TERM failed");
+        self.wait_exit(WAIT).unwrap_or_else(|| {
+            panic!(
+                "outpost did not stop on SIGTERM; stderr:\n{}",
+                self.stderr()
+            )
+        })
     }
 
     pub fn api(&self) -> Api {
