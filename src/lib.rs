@@ -9,4 +9,5 @@ pub mod domain;
 pub mod hq;
 pub mod node;
 pub mod store;
+pub mod sync;
 pub mod telemetry;

@@ -7,8 +7,10 @@ use tokio::sync::oneshot;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::hq::client::HqClient;
 use crate::store::writer::{self, WriterOptions};
 use crate::store::{Store, StoreError, StoreOptions};
+use crate::sync::{SyncConfig, SyncTasks};
 
 /// Why a node could not start or stop cleanly.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +26,9 @@ pub enum NodeError {
         /// Why.
         source: std::io::Error,
     },
+    /// The HQ client could not be built from the configuration.
+    #[error("hq client: {0}")]
+    HqClient(String),
     /// A thread or task could not be started or joined.
     #[error("node runtime: {0}")]
     Runtime(String),
@@ -35,6 +40,7 @@ pub struct Node {
     store: Store,
     stop: oneshot::Sender<()>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    sync: SyncTasks,
     writer_thread: std::thread::JoinHandle<()>,
 }
 
@@ -67,10 +73,19 @@ impl Node {
             addr: config.node.listen,
             source,
         })?;
+        let client =
+            HqClient::from_config(config).map_err(|e| NodeError::HqClient(e.to_string()))?;
+        let sync = SyncTasks::spawn(
+            store.clone(),
+            writer.clone(),
+            client,
+            SyncConfig::from_config(config),
+        );
         let app = api::router(AppState {
             store: store.clone(),
             writer,
             limits: config.limits.clone(),
+            sync: sync.control(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(
@@ -86,6 +101,7 @@ impl Node {
             store,
             stop,
             server,
+            sync,
             writer_thread,
         })
     }
@@ -93,6 +109,11 @@ impl Node {
     /// The address the local API is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// What the sync tasks last did.
+    pub fn sync_status(&self) -> crate::sync::status::SyncSnapshot {
+        self.sync.status.snapshot()
     }
 
     /// The store (for in-process inspection by tests and tools).
@@ -103,6 +124,7 @@ impl Node {
     /// Stops accepting, lets in-flight requests finish, then lets the writer commit what it
     /// holds and stop.
     pub async fn shutdown(self) -> Result<(), NodeError> {
+        self.sync.shutdown().await;
         let _ = self.stop.send(());
         self.server
             .await

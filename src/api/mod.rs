@@ -32,6 +32,8 @@ pub struct AppState {
     pub writer: WriterHandle,
     /// Bounds.
     pub limits: Limits,
+    /// The sync tasks.
+    pub sync: crate::sync::SyncControl,
 }
 
 /// Builds the router with its limits: body size, request timeout, concurrency, panic guard.
@@ -56,6 +58,7 @@ pub fn router(state: AppState) -> Router {
             patch(customers::edit_sub_record),
         )
         .route("/v1/sync/operations", get(sync_status::list))
+        .route("/v1/sync/upload", post(sync_status::upload_now))
         .route(
             "/v1/sync/operations/{operation_id}",
             get(sync_status::show).put(sync_status::update),

@@ -216,3 +216,13 @@ fn updated(outcome: Outcome, what: &'static str) -> Result<Json<serde_json::Valu
         )),
     }
 }
+
+/// `POST /v1/sync/upload`: upload pending operations and read HQ's outcomes now.
+pub async fn upload_now(State(app): State<AppState>) -> (StatusCode, Json<serde_json::Value>) {
+    app.sync.sync_now();
+    tracing::info!("upload requested by an operator");
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "status": "upload requested" })),
+    )
+}

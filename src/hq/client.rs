@@ -30,6 +30,8 @@ pub enum HqError {
         reason: String,
         /// How long HQ asked us to wait (`Retry-After`), if it said.
         retry_after: Option<Duration>,
+        /// HQ answered with an HTTP status (it is reachable, but busy or failing).
+        answered: bool,
     },
     /// Retrying the same request cannot help: HQ refused it (4xx other than 408 and 429), or
     /// the request could not be built (`status` 0).
@@ -51,6 +53,14 @@ impl HqError {
         }
     }
 
+    /// Whether HQ answered at all (as opposed to a network failure or timeout).
+    pub fn hq_answered(&self) -> bool {
+        match self {
+            HqError::Transient { answered, .. } => *answered,
+            HqError::Permanent { status, .. } => *status != 0,
+        }
+    }
+
     /// Whether a later retry may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, HqError::Transient { .. })
@@ -60,6 +70,7 @@ impl HqError {
         HqError::Transient {
             reason: reason.into(),
             retry_after: None,
+            answered: false,
         }
     }
 }
@@ -216,6 +227,7 @@ impl HqClient {
             .map_err(|reason| HqError::Transient {
                 reason: format!("{what}: {reason} (status {})", status.as_u16()),
                 retry_after,
+                answered: false,
             });
         if status.is_success() {
             // A 2xx whose body is lost or garbled: HQ may have done the work, so this is
@@ -238,6 +250,7 @@ impl HqClient {
             return Err(HqError::Transient {
                 reason: format!("{what}: HQ answered {}: {message}", status.as_u16()),
                 retry_after,
+                answered: true,
             });
         }
         Err(HqError::Permanent {

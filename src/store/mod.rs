@@ -134,7 +134,8 @@ impl Store {
                 .map_err(StoreError::db)?;
             tx.open_table(schema::SEARCH).map_err(StoreError::db)?;
             tx.open_table(schema::ACCOUNTS).map_err(StoreError::db)?;
-            tx.open_table(schema::CUSTOMER_BASES).map_err(StoreError::db)?;
+            tx.open_table(schema::CUSTOMER_BASES)
+                .map_err(StoreError::db)?;
         }
         tx.commit().map_err(StoreError::db)?;
         Ok(())

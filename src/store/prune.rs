@@ -8,11 +8,15 @@ use super::StoreError;
 use super::schema::encode;
 use super::tables::Tables;
 use super::writer::{Outcome, Refusable};
-use crate::domain::view::CustomerView;
 use crate::domain::OpState;
+use crate::domain::view::CustomerView;
 
 impl Tables<'_> {
-    pub(crate) fn prune(&mut self, confirmed_before_ms: i64, max: usize) -> Result<Refusable, StoreError> {
+    pub(crate) fn prune(
+        &mut self,
+        confirmed_before_ms: i64,
+        max: usize,
+    ) -> Result<Refusable, StoreError> {
         // Candidates: confirmed operations, oldest first.
         let mut customers: Vec<String> = Vec::new();
         let code = OpState::Completed.code();
@@ -41,7 +45,8 @@ impl Tables<'_> {
             let mut base = self.customer_base(&customer_ref)?;
             let mut changed = false;
             for op in self.customer_operations(&customer_ref)? {
-                let prunable = op.state == OpState::Completed && op.updated_at_ms < confirmed_before_ms;
+                let prunable =
+                    op.state == OpState::Completed && op.updated_at_ms < confirmed_before_ms;
                 if !prunable || dropped >= max {
                     break;
                 }
@@ -54,8 +59,12 @@ impl Tables<'_> {
                     None => base = CustomerView::created_by(&op),
                 }
                 self.ops.remove(op.seq).map_err(StoreError::db)?;
-                self.op_ids.remove(op.id.as_u128()).map_err(StoreError::db)?;
-                self.by_state.remove((code, op.seq)).map_err(StoreError::db)?;
+                self.op_ids
+                    .remove(op.id.as_u128())
+                    .map_err(StoreError::db)?;
+                self.by_state
+                    .remove((code, op.seq))
+                    .map_err(StoreError::db)?;
                 self.customer_ops
                     .remove((customer_ref.as_str(), op.seq))
                     .map_err(StoreError::db)?;

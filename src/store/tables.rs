@@ -38,7 +38,9 @@ impl<'tx> Tables<'tx> {
                 .map_err(StoreError::db)?,
             search: tx.open_table(schema::SEARCH).map_err(StoreError::db)?,
             accounts: tx.open_table(schema::ACCOUNTS).map_err(StoreError::db)?,
-            bases: tx.open_table(schema::CUSTOMER_BASES).map_err(StoreError::db)?,
+            bases: tx
+                .open_table(schema::CUSTOMER_BASES)
+                .map_err(StoreError::db)?,
         })
     }
 

@@ -220,7 +220,10 @@ pub(crate) fn commit_group(
                 Command::EditPayload { id, record } => t.edit_payload(*id, record, now)?,
                 Command::Resync { id } => t.resync(*id, now)?,
                 Command::MarkStaged(reports) => t.mark_staged(reports, now)?,
-                Command::Prune { confirmed_before_ms, max } => t.prune(*confirmed_before_ms, *max)?,
+                Command::Prune {
+                    confirmed_before_ms,
+                    max,
+                } => t.prune(*confirmed_before_ms, *max)?,
                 Command::ApplyOutcomes {
                     outcomes,
                     next_cursor,

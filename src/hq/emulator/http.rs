@@ -84,6 +84,18 @@ async fn method_not_allowed() -> Response {
 /// Applies the faults in force to a node request: latency, then offline, throttling and
 /// errors before any processing, then (after the work is done) a lost response.
 async fn fault_gate(State(shared): State<AppState>, request: Request, next: Next) -> Response {
+    let at = std::time::Instant::now();
+    let path = request.uri().path().to_string();
+    let response = gated(&shared, request, next).await;
+    shared.log_request(super::RequestRecord {
+        at,
+        path,
+        status: response.status().as_u16(),
+    });
+    response
+}
+
+async fn gated(shared: &AppState, request: Request, next: Next) -> Response {
     let plan = shared.faults.plan();
     if let Some(delay) = plan.latency {
         tokio::time::sleep(delay).await;

@@ -64,6 +64,22 @@ pub enum HqEmulatorError {
 pub(crate) struct Shared {
     model: Mutex<HqModel>,
     faults: FaultInjector,
+    requests: Mutex<std::collections::VecDeque<RequestRecord>>,
+}
+
+/// Most requests kept in the request log (oldest dropped first).
+pub const REQUEST_LOG_CAPACITY: usize = 100_000;
+
+/// One node request as HQ saw it, for tests that check timing and load (e.g. that a client
+/// waited out Retry-After, or how a fleet's retries spread).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// When it arrived.
+    pub at: std::time::Instant,
+    /// Its path, e.g. `/hq/v1/uploads`.
+    pub path: String,
+    /// The status HQ answered (200 also for a response then dropped).
+    pub status: u16,
 }
 
 impl Shared {
@@ -71,7 +87,17 @@ impl Shared {
         Self {
             model: Mutex::new(HqModel::new()),
             faults: FaultInjector::new(seed),
+            requests: Mutex::new(std::collections::VecDeque::new()),
         }
+    }
+
+    /// Records a node request in the bounded log.
+    pub(crate) fn log_request(&self, record: RequestRecord) {
+        let mut log = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        if log.len() >= REQUEST_LOG_CAPACITY {
+            log.pop_front();
+        }
+        log.push_back(record);
     }
 
     /// The model; never held across an `.await`.
@@ -182,6 +208,17 @@ impl HqEmulator {
     /// Every customer HQ holds, in creation order.
     pub fn customers(&self) -> Vec<HqCustomer> {
         self.shared.model().customers()
+    }
+
+    /// Node requests received (not admin ones), oldest first, at most
+    /// [`REQUEST_LOG_CAPACITY`].
+    pub fn request_log(&self) -> Vec<RequestRecord> {
+        let log = self
+            .shared
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        log.iter().cloned().collect()
     }
 
     /// The five staging tables by name.

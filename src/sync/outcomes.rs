@@ -1,0 +1,143 @@
+//! The outcome puller: reads HQ's outcome feed after the stored cursor and applies each page
+//! atomically with the new cursor, so every outcome is applied exactly once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, watch};
+
+use super::retry::RetryPolicy;
+use super::status::SyncStatus;
+use crate::domain::operation::OpError;
+use crate::hq::client::HqClient;
+use crate::hq::wire::{Outcome, OutcomeStatus};
+use crate::store::hq_sync::{HqOutcome, HqVerdict};
+use crate::store::writer::Command;
+use crate::store::{Store, WriterHandle};
+
+/// How often pruning runs.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// Most operations pruned at once (one transaction).
+const PRUNE_MAX: usize = 2_000;
+
+/// The outcome puller task's state.
+pub struct OutcomePuller {
+    pub(crate) store: Store,
+    pub(crate) writer: WriterHandle,
+    pub(crate) client: HqClient,
+    pub(crate) page: usize,
+    pub(crate) interval: Duration,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) retention: Duration,
+    pub(crate) last_prune: Option<Instant>,
+    pub(crate) status: Arc<SyncStatus>,
+    pub(crate) wake: Arc<Notify>,
+    pub(crate) stop: watch::Receiver<bool>,
+}
+
+/// The store's form of one feed entry.
+pub fn from_wire(o: Outcome) -> HqOutcome {
+    let error = || {
+        o.error.clone().unwrap_or_else(|| OpError {
+            code: "unknown".into(),
+            message: "HQ gave no reason".into(),
+            field: None,
+        })
+    };
+    let verdict = match o.status {
+        OutcomeStatus::Completed => HqVerdict::Completed {
+            account_number: o.account_number.clone(),
+        },
+        OutcomeStatus::Failed => HqVerdict::Failed(error()),
+        OutcomeStatus::Held => HqVerdict::Held(error()),
+    };
+    HqOutcome {
+        id: o.operation_id,
+        revision: o.revision,
+        verdict,
+    }
+}
+
+impl OutcomePuller {
+    /// Runs until told to stop.
+    pub async fn run(mut self) {
+        let mut delay = Duration::ZERO;
+        let mut stop = self.stop.clone();
+        while super::pause(delay, &self.wake, &mut stop).await {
+            let result = tokio::select! {
+                r = self.pull_once() => r,
+                _ = stop.changed() => return,
+            };
+            delay = match result {
+                Ok(true) => {
+                    self.retry.reset();
+                    Duration::ZERO
+                }
+                Ok(false) => {
+                    self.retry.reset();
+                    self.prune_if_due().await;
+                    self.interval
+                }
+                Err((message, retry_after, answered)) => {
+                    self.status.outcomes_failed(message.clone(), answered);
+                    let delay = self.retry.next_delay(retry_after);
+                    tracing::warn!(error = %message, retry_in_ms = delay.as_millis() as u64, "outcome pull failed; will retry");
+                    delay
+                }
+            };
+        }
+    }
+
+    /// Drops confirmed operations past the retention window, at most once a minute and a
+    /// bounded number at a time.
+    async fn prune_if_due(&mut self) {
+        if self.last_prune.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+            return;
+        }
+        self.last_prune = Some(Instant::now());
+        let cutoff = crate::store::now_ms() - self.retention.as_millis() as i64;
+        let command = Command::Prune {
+            confirmed_before_ms: cutoff,
+            max: PRUNE_MAX,
+        };
+        match self.writer.execute(command).await {
+            Ok(crate::store::Outcome::Synced(n)) if n > 0 => {
+                tracing::info!(pruned = n, "confirmed operations past retention pruned");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "pruning failed; will try again later"),
+        }
+    }
+
+    /// Reads and applies one page. `Ok(true)` when a full page came (more may wait).
+    async fn pull_once(&mut self) -> Result<bool, (String, Option<Duration>, bool)> {
+        let local = |e: String| (e, None, true);
+        let store = self.store.clone();
+        let cursor = tokio::task::spawn_blocking(move || store.outcome_cursor())
+            .await
+            .map_err(|e| local(e.to_string()))?
+            .map_err(|e| local(e.to_string()))?;
+        let started = Instant::now();
+        let page = self
+            .client
+            .outcomes(cursor, self.page)
+            .await
+            .map_err(|e| (e.to_string(), e.retry_after(), e.hq_answered()))?;
+        self.status
+            .outcomes_ok(started.elapsed().as_millis() as u64);
+        let count = page.outcomes.len();
+        if count == 0 {
+            return Ok(false);
+        }
+        let outcomes = page.outcomes.into_iter().map(from_wire).collect();
+        self.writer
+            .execute(Command::ApplyOutcomes {
+                outcomes,
+                next_cursor: page.next_cursor,
+            })
+            .await
+            .map_err(|e| local(e.to_string()))?;
+        tracing::info!(count, cursor = page.next_cursor, "HQ outcomes applied");
+        Ok(count == self.page)
+    }
+}
