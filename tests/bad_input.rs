@@ -559,6 +559,11 @@ async fn invalid_sub_record_fields_are_named_with_their_rule() {
 async fn unknown_things_and_bad_parameters_are_named() {
     let f = fixture().await;
     let (cref, adr, con, op) = (&f.cref, &f.adr, &f.con, &f.op);
+    // Another customer: a sub-record id of one customer is unknown on the other.
+    let other = f.api.create_customer(&customer("Jaan", "Tamm")).await["customer_ref"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let nobody = "S0001-T999999";
     let no_op = "0190b5f0-0000-7000-8000-000000000000";
     let attr = json!({"name": "shoe_size", "value": "38"});
@@ -606,6 +611,18 @@ async fn unknown_things_and_bad_parameters_are_named() {
             format!("/v1/customers/{cref}/pets/{adr}"),
             js(json!({"name": "x"})),
             (404, "collection", "exists"),
+        ),
+        case(
+            Method::PATCH,
+            format!("/v1/customers/{other}/addresses/{adr}"),
+            js(json!({"city": "Keila"})),
+            (404, "record_id", "exists"),
+        ),
+        case(
+            Method::PATCH,
+            format!("/v1/customers/{other}/contacts/{con}"),
+            js(json!({"description": "work"})),
+            (404, "record_id", "exists"),
         ),
         case(
             Method::PATCH,

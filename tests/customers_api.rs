@@ -380,6 +380,12 @@ async fn search_folds_case_and_accents_and_finds_pending_customers() {
     assert_eq!(api.search_refs("TAMM").await, one(&sarunas));
     assert_eq!(api.search_refs("sarunas").await, one(&sarunas));
     assert_eq!(api.search_refs("Šarū").await, one(&sarunas));
+    // Decomposed (NFD) input, as some keyboards send it, folds the same way.
+    assert_eq!(api.search_refs("O\u{303}ie").await, one(&oie));
+    assert_eq!(
+        api.search_refs("S\u{30c}aru\u{304}nas").await,
+        one(&sarunas)
+    );
     assert_eq!(api.search_refs("šarūnas tamm").await, one(&sarunas));
     assert_eq!(
         api.search_refs("oie tamm").await,
