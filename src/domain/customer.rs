@@ -54,10 +54,18 @@ impl Validate for NewCustomer {
 #[serde(deny_unknown_fields)]
 pub struct CustomerPatch {
     /// New given name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub first_name: Option<String>,
     /// New family name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub last_name: Option<String>,
     /// New e-mail; `null` clears it.
     #[serde(
@@ -87,6 +95,16 @@ pub struct CustomerPatch {
         with = "serde_with::rust::double_option"
     )]
     pub language: Option<Option<String>>,
+}
+
+/// A patch field that may be absent but never `null`: the field is required on the record, so
+/// `null` cannot clear it and is refused as a wrong type.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 fn non_empty_patch(is_empty: bool) -> Checked {
@@ -195,16 +213,32 @@ impl Validate for Address {
 #[serde(deny_unknown_fields)]
 pub struct AddressPatch {
     /// New street.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub street: Option<String>,
     /// New city.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub city: Option<String>,
     /// New postal code.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub postal_code: Option<String>,
     /// New country.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub country: Option<String>,
     /// New county; `null` clears it.
     #[serde(
@@ -214,10 +248,18 @@ pub struct AddressPatch {
     )]
     pub county: Option<Option<String>>,
     /// New purpose.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub purpose: Option<AddressPurpose>,
     /// New primary flag.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub is_primary: Option<bool>,
 }
 
@@ -297,10 +339,18 @@ impl Validate for Contact {
 #[serde(deny_unknown_fields)]
 pub struct ContactPatch {
     /// New kind.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub kind: Option<ContactKind>,
     /// New value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub value: Option<String>,
     /// New description; `null` clears it.
     #[serde(
@@ -310,7 +360,11 @@ pub struct ContactPatch {
     )]
     pub description: Option<Option<String>>,
     /// New primary flag.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub is_primary: Option<bool>,
 }
 
@@ -373,7 +427,11 @@ impl Validate for Affiliation {
 #[serde(deny_unknown_fields)]
 pub struct AffiliationPatch {
     /// New affiliation code.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub affiliation: Option<String>,
     /// New description; `null` clears it.
     #[serde(
@@ -426,10 +484,18 @@ impl Validate for Attribute {
 #[serde(deny_unknown_fields)]
 pub struct AttributePatch {
     /// New name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub name: Option<String>,
     /// New value.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub value: Option<String>,
 }
 
@@ -475,6 +541,14 @@ mod tests {
         assert_eq!(c.last_name, "Kask");
         assert_eq!(c.email, None);
         assert_eq!(c.language.as_deref(), Some("et-EE"));
+    }
+
+    #[test]
+    fn null_for_a_required_field_is_a_type_error() {
+        let err = serde_json::from_str::<CustomerPatch>(r#"{"first_name":null}"#).unwrap_err();
+        assert!(err.to_string().contains("invalid type: null"), "{err}");
+        let err = serde_json::from_str::<AddressPatch>(r#"{"country":null}"#).unwrap_err();
+        assert!(err.to_string().contains("invalid type: null"), "{err}");
     }
 
     #[test]
