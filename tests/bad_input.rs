@@ -6,7 +6,6 @@ mod common;
 use std::time::Duration;
 
 use common::{Api, address, customer, op_total, start_node, start_node_with, stop_node};
-use outpost::config::Config;
 use outpost::node::Node;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -920,7 +919,7 @@ async fn undecodable_path_parameters_are_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_are_refused_with_413() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_dir(dir.path());
+    let mut config = common::test_config(dir.path());
     config.limits.body_bytes = 4096;
     let node = start_node_with(config).await;
     let api = Api::new(node.local_addr());
@@ -979,7 +978,7 @@ async fn oversized_bodies_are_refused_with_413() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_body_times_out_with_a_json_error() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::for_dir(dir.path());
+    let mut config = common::test_config(dir.path());
     config.limits.request_timeout_ms = 300;
     let node = start_node_with(config).await;
     let api = Api::new(node.local_addr());

@@ -832,3 +832,45 @@ async fn concurrent_writes_to_one_customer_keep_every_change() {
     assert_eq!(op_order, view_order);
     stop_node(node).await;
 }
+
+/// The till is never kept waiting on HQ: with HQ unreachable, writes are accepted, reads show
+/// them, and their operations stay pending after the uploader has tried and failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_hq_unreachable_writes_are_accepted_and_stay_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = start_node(dir.path()).await;
+    let api = Api::new(node.local_addr());
+    let cref = api.create_customer(&customer("Mari", "Maasikas")).await["customer_ref"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    api.post(&format!("/v1/customers/{cref}/addresses"), &address())
+        .await
+        .expect(202);
+    common::poll(
+        std::time::Duration::from_secs(15),
+        "a failed upload attempt",
+        || {
+            let status = node.sync_status();
+            async move { status.last_upload_error.is_some().then_some(()) }
+        },
+    )
+    .await;
+    let status = node.sync_status();
+    assert_eq!(status.last_upload_success_ms, None);
+    assert_eq!(status.operations_uploaded, 0);
+    let ops = api.all_operations("", 100).await;
+    assert_eq!(ops.len(), 2);
+    assert!(ops.iter().all(|o| o["state"] == "pending"), "{ops:?}");
+    let c = api.customer(&cref).await;
+    assert_eq!(c["sync_state"], "pending");
+    assert_eq!(c["account_number"], Value::Null);
+    // And the till can still write.
+    api.patch(
+        &format!("/v1/customers/{cref}"),
+        &json!({"last_name": "Kask"}),
+    )
+    .await
+    .expect(202);
+    stop_node(node).await;
+}

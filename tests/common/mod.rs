@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant};
 
 use outpost::config::Config;
@@ -18,9 +18,33 @@ use serde_json::{Value, json};
 /// Longest wait for a node to start, stop, or answer one request.
 pub const WAIT: Duration = Duration::from_secs(15);
 
-/// Starts an in-process node on `dir` (loopback, ephemeral port).
+/// An HQ address where nothing answers: a loopback port held bound (so nothing else can take
+/// it) but not listening, so every connection is refused at once. Tests of the till's API point
+/// the node here, so that operations stay `pending` and no test data reaches an HQ emulator
+/// that may be running on the machine's default HQ port.
+pub fn dead_hq_url() -> String {
+    static DEAD: OnceLock<(tokio::net::TcpSocket, SocketAddr)> = OnceLock::new();
+    let (_, addr) = DEAD.get_or_init(|| {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind");
+        let addr = socket.local_addr().expect("local addr");
+        (socket, addr)
+    });
+    format!("http://{addr}")
+}
+
+/// `Config::for_dir(dir)` with HQ unreachable (see [`dead_hq_url`]).
+pub fn test_config(dir: &Path) -> Config {
+    let mut config = Config::for_dir(dir);
+    config.hq.url = dead_hq_url();
+    config
+}
+
+/// Starts an in-process node on `dir` (loopback, ephemeral port, HQ unreachable).
 pub async fn start_node(dir: &Path) -> Node {
-    start_node_with(Config::for_dir(dir)).await
+    start_node_with(test_config(dir)).await
 }
 
 /// Starts an in-process node with `config`.
@@ -344,8 +368,10 @@ impl Binary {
         let config_path = dir.join("outpost.toml");
         let config = format!(
             "[node]\nstore_id = \"S0001\"\nchannel_id = \"CH0001\"\nlisten = \"127.0.0.1:0\"\n\
-             data_dir = {data}\n\n[cdx]\ninterval_secs = 0\n\n[log]\nfilter = \"warn\"\n",
-            data = toml_string(&data_dir),
+             data_dir = {data}\n\n[hq]\nurl = {hq}\n\n[cdx]\ninterval_secs = 0\n\n\
+             [log]\nfilter = \"warn\"\n",
+            data = toml_string(&data_dir.display().to_string()),
+            hq = toml_string(&dead_hq_url()),
         );
         std::fs::write(&config_path, config).expect("write config");
         let stderr_log = dir.join(format!("stderr-{}.log", unique()));
@@ -472,14 +498,9 @@ impl Drop for Binary {
     }
 }
 
-fn toml_string(path: &Path) -> String {
+fn toml_string(s: &str) -> String {
     // A TOML basic string: escape backslashes and quotes.
-    let s = path
-        .display()
-        .to_string()
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"");
-    format!("\"{s}\"")
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 fn unique() -> u128 {
