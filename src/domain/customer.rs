@@ -140,6 +140,27 @@ impl Validate for CustomerPatch {
 }
 
 impl CustomerPatch {
+    /// The current values of the fields this edit changes: `{"last_name": "Tamm"}`. HQ uses
+    /// them to tell a field changed here only from one changed on both sides.
+    pub fn base_values(&self, current: &NewCustomer) -> serde_json::Value {
+        let changed = serde_json::to_value(self).unwrap_or_default();
+        let now = serde_json::to_value(current).unwrap_or_default();
+        let base: serde_json::Map<String, serde_json::Value> = changed
+            .as_object()
+            .map(|m| {
+                m.keys()
+                    .map(|k| {
+                        (
+                            k.clone(),
+                            now.get(k).cloned().unwrap_or(serde_json::Value::Null),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        serde_json::Value::Object(base)
+    }
+
     /// Applies this edit to a customer's fields.
     pub fn apply_to(&self, c: &mut NewCustomer) {
         set(&mut c.first_name, &self.first_name);
@@ -549,6 +570,17 @@ mod tests {
         assert!(err.to_string().contains("invalid type: null"), "{err}");
         let err = serde_json::from_str::<AddressPatch>(r#"{"country":null}"#).unwrap_err();
         assert!(err.to_string().contains("invalid type: null"), "{err}");
+    }
+
+    #[test]
+    fn base_values_hold_the_current_values_of_changed_fields() {
+        let patch: CustomerPatch =
+            serde_json::from_str(r#"{"last_name":"Kask","phone":"+372 5555 1234"}"#).unwrap();
+        let base = patch.base_values(&customer());
+        assert_eq!(
+            base,
+            serde_json::json!({"last_name": "Täht", "phone": null})
+        );
     }
 
     #[test]

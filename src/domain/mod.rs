@@ -1,6 +1,7 @@
 //! Domain rules: customers, sub-records, operations and validation. Plain Rust, no I/O.
 
 pub mod customer;
+pub mod features;
 pub mod operation;
 pub mod search;
 pub mod validation;

@@ -336,6 +336,24 @@ pub struct Operation {
     pub accepted_at_ms: i64,
     /// When its state or payload last changed (Unix milliseconds).
     pub updated_at_ms: i64,
+    /// For a customer edit: the values the patched fields had in the node's copy at acceptance,
+    /// so HQ can tell a field changed on both sides (a conflict) from one changed here only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<serde_json::Value>,
+    /// Fields HQ did not apply because HQ's copy had changed them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<Conflict>,
+}
+
+/// A field an edit changed here while HQ's copy changed it too; HQ kept its own value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conflict {
+    /// The field.
+    pub field: String,
+    /// The value the store's edit wanted.
+    pub store_value: serde_json::Value,
+    /// The value HQ kept.
+    pub hq_value: serde_json::Value,
 }
 
 impl Operation {

@@ -192,6 +192,8 @@ mod tests {
             revision: 0,
             accepted_at_ms: seq as i64,
             updated_at_ms: seq as i64,
+            base: None,
+            conflicts: Vec::new(),
         }
     }
 

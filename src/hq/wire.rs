@@ -31,6 +31,11 @@ pub struct WireOperation {
     pub payload: Payload,
     /// When the node accepted it (Unix milliseconds).
     pub accepted_at_ms: i64,
+    /// For an edit: the values the patched fields had in the node's copy when the till edited
+    /// them (`{"last_name": "Tamm"}`). HQ applies a field only if HQ's value still equals this
+    /// base (or already equals the new value); otherwise it reports a conflict on that field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<serde_json::Value>,
 }
 
 /// `POST /hq/v1/uploads`: a batch of operations from one store (the P-job).
@@ -109,6 +114,9 @@ pub struct Outcome {
     /// HQ's error (failed) or hold reason (held).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<OpError>,
+    /// Fields of an edit that HQ did not apply because HQ's copy had changed them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<FieldConflict>,
 }
 
 /// `GET /hq/v1/outcomes?store_id=…&after=…&limit=…`: outcomes after a cursor.
@@ -147,3 +155,141 @@ pub const DEFAULT_OUTCOME_LIMIT: usize = 1_000;
 
 /// Most outcomes returned by one `GET /hq/v1/outcomes`; a larger `limit` is lowered to it.
 pub const MAX_OUTCOME_LIMIT: usize = 10_000;
+
+/// A field an edit changed at the store while HQ's copy changed it too: HQ kept its value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldConflict {
+    /// The field, e.g. `last_name`.
+    pub field: String,
+    /// The value the store's edit wanted.
+    pub store_value: serde_json::Value,
+    /// The value HQ kept.
+    pub hq_value: serde_json::Value,
+}
+
+/// `POST /hq/v1/rts/operations`: a real-time service call, applied by HQ at once. Idempotent by
+/// operation id, sharing one registry with uploads: an operation first tried in real time and
+/// then queued after a lost answer is applied once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RtsRequest {
+    /// The calling store.
+    pub store_id: String,
+    /// The store's channel.
+    pub channel_id: String,
+    /// The operation to apply now.
+    pub operation: WireOperation,
+}
+
+/// HQ's answer to a real-time call that it processed (an HQ-side refusal is a 422 with
+/// [`HqErrorBody`] and `field`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RtsResponse {
+    /// The operation.
+    pub operation_id: OperationId,
+    /// The customer's HQ account number.
+    pub account_number: String,
+    /// Fields HQ did not apply (see [`FieldConflict`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<FieldConflict>,
+    /// The customer as HQ now holds it.
+    pub customer: HqCustomerRecord,
+}
+
+/// CDX download job numbers.
+pub mod jobs {
+    /// Job 1010: customers.
+    pub const CUSTOMERS: u32 = 1010;
+    /// Job 1070: channel configuration.
+    pub const CHANNEL: u32 = 1070;
+    /// Job 1110: global configuration (feature management).
+    pub const GLOBAL: u32 = 1110;
+}
+
+/// `GET /hq/v1/cdx/1110`: global configuration — feature-management state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GlobalConfigPackage {
+    /// Version of this package; grows with every change at HQ.
+    pub version: u64,
+    /// When HQ generated it (Unix ms).
+    pub generated_at_ms: i64,
+    /// Which features are switched on at HQ.
+    pub features: crate::domain::features::FeatureSet,
+}
+
+/// `GET /hq/v1/cdx/1070?channel_id=…`: the channel's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChannelConfigPackage {
+    /// Version of this package.
+    pub version: u64,
+    /// When HQ generated it (Unix ms).
+    pub generated_at_ms: i64,
+    /// The channel.
+    pub channel_id: String,
+    /// Functionality profile: "Create customer in async mode".
+    pub create_customer_async: bool,
+}
+
+/// A customer as HQ sends it down in job 1010 (and answers real-time calls with).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HqCustomerRecord {
+    /// HQ's account number.
+    pub account_number: String,
+    /// The store that created it asynchronously, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_store_id: Option<String>,
+    /// That store's temporary reference for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_customer_ref: Option<String>,
+    /// The customer's fields.
+    pub fields: crate::domain::NewCustomer,
+    /// Addresses.
+    pub addresses: Vec<crate::domain::view::SubRecord<crate::domain::Address>>,
+    /// Contacts.
+    pub contacts: Vec<crate::domain::view::SubRecord<crate::domain::Contact>>,
+    /// Affiliations.
+    pub affiliations: Vec<crate::domain::view::SubRecord<crate::domain::Affiliation>>,
+    /// Attributes.
+    pub attributes: Vec<crate::domain::view::SubRecord<crate::domain::Attribute>>,
+    /// The 1010 version at which it last changed.
+    pub version: u64,
+}
+
+/// `GET /hq/v1/cdx/1010?after_version=V&after_account=A&limit=N`: customers changed since
+/// version `V` (all of them when `V` is 0: a full package), in (version, account) order, one
+/// page at a time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomersPage {
+    /// The 1010 version the whole download brings the node to.
+    pub version: u64,
+    /// Whether this is a full package (every customer) rather than changes.
+    pub full: bool,
+    /// When HQ generated it (Unix ms).
+    pub generated_at_ms: i64,
+    /// This page's customers.
+    pub customers: Vec<HqCustomerRecord>,
+    /// Where the next page starts; `None` on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<CustomersCursor>,
+}
+
+/// Position in a 1010 download.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CustomersCursor {
+    /// Version of the last customer returned.
+    pub after_version: u64,
+    /// Account number of the last customer returned.
+    pub after_account: String,
+}
+
+/// `PUT /hq/v1/admin/features/{id}` answer when prerequisites are off (409).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MissingPrerequisites {
+    /// Always `prerequisites_off`.
+    pub error: String,
+    /// The missing features' ids.
+    pub missing: Vec<crate::domain::features::FeatureId>,
+    /// Their names as feature management shows them.
+    pub missing_names: Vec<String>,
+    /// Plain words.
+    pub message: String,
+}

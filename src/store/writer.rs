@@ -262,6 +262,8 @@ impl Tables<'_> {
                 revision: 0,
                 accepted_at_ms: now,
                 updated_at_ms: now,
+                base: None,
+                conflicts: Vec::new(),
             };
         let (op, old_view, new_view) = match sub {
             Submission::NewCustomer(fields) => {
@@ -309,7 +311,10 @@ impl Tables<'_> {
                 } else {
                     OpState::Pending
                 };
-                let op = op(view.customer_ref.clone(), record_id, payload.clone(), state);
+                let mut op = op(view.customer_ref.clone(), record_id, payload.clone(), state);
+                if let Payload::CustomerEdit(patch) = payload {
+                    op.base = Some(patch.base_values(&view.fields));
+                }
                 let mut next = view.clone();
                 if let Err(e) = next.apply(&op) {
                     return Ok(Err(e.into()));

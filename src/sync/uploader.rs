@@ -70,6 +70,7 @@ pub fn to_wire(op: &Operation) -> WireOperation {
         record_id: op.record_id.clone(),
         payload: op.payload.clone(),
         accepted_at_ms: op.accepted_at_ms,
+        base: op.base.clone(),
     }
 }
 

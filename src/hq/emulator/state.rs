@@ -580,6 +580,7 @@ impl HqModel {
             customer_ref: row.op.customer_ref.clone(),
             account_number,
             error,
+            conflicts: Vec::new(),
         });
         true
     }

@@ -47,6 +47,7 @@ fn op(seq: u64, customer_ref: &str, record_id: Option<&str>, payload: Payload) -
         record_id: record_id.map(str::to_string),
         payload,
         accepted_at_ms: seq as i64,
+        base: None,
     }
 }
 
