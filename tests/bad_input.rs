@@ -1103,8 +1103,6 @@ async fn refusals_in_a_busy_group_commit_write_nothing() {
 
 /// A `null` for a field that cannot be cleared is a wrong type, not "leave unchanged".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: src/domain/customer.rs patch structs read `null` for a required field \
-            (e.g. CustomerPatch::first_name) as absent: the edit is accepted with the null ignored"]
 async fn null_for_a_required_field_in_an_edit_is_a_type_error() {
     let f = fixture().await;
     let (cref, adr, con) = (&f.cref, &f.adr, &f.con);
@@ -1132,6 +1130,24 @@ async fn null_for_a_required_field_in_an_edit_is_a_type_error() {
             format!("/v1/customers/{cref}/contacts/{con}"),
             js(json!({"value": null, "is_primary": true})),
             (422, "value", "type"),
+        ),
+        case(
+            Method::PATCH,
+            format!("/v1/customers/{cref}/addresses/{adr}"),
+            js(json!({"is_primary": null})),
+            (422, "is_primary", "type"),
+        ),
+        case(
+            Method::PATCH,
+            format!("/v1/customers/{cref}/addresses/{adr}"),
+            js(json!({"purpose": null})),
+            (422, "purpose", "type"),
+        ),
+        case(
+            Method::PATCH,
+            format!("/v1/customers/{cref}/contacts/{con}"),
+            js(json!({"kind": null, "value": "a@b.ee"})),
+            (422, "kind", "type"),
         ),
     ];
     run_cases(&f.node, &f.api, cref, cases).await;
