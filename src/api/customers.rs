@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::error::ApiError;
 use super::json::JsonValue;
-use super::time::rfc3339;
+use crate::domain::rfc3339;
 use crate::domain::view::{CustomerView, SubRecord, SyncState};
 use crate::domain::{Action, NewCustomer, OpState, Payload, RecordKind};
 use crate::store::writer::Command;

@@ -5,7 +5,6 @@ pub mod customers;
 pub mod error;
 pub mod json;
 pub mod sync_status;
-pub mod time;
 
 use std::time::Duration;
 

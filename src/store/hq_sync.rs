@@ -92,6 +92,7 @@ impl Tables<'_> {
                     }
                     if op.state != OpState::Completed {
                         self.set_state(&mut op, OpState::Completed, None, now)?;
+                        self.fold_into_base(&op)?;
                     }
                 }
                 HqVerdict::Failed(error) => self.fail(&mut op, error.clone(), now)?,
@@ -139,7 +140,14 @@ impl Tables<'_> {
         }
         let mut new = old.clone();
         new.account_number = Some(account.to_string());
-        self.put_view(Some(&old), &new)
+        self.put_view(Some(&old), &new)?;
+        if let Some(mut base) = self.customer_base(customer_ref)? {
+            base.account_number = Some(account.to_string());
+            self.bases
+                .insert(customer_ref, super::schema::encode(&base)?.as_slice())
+                .map_err(StoreError::db)?;
+        }
+        Ok(())
     }
 }
 

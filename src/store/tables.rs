@@ -129,6 +129,74 @@ impl<'tx> Tables<'tx> {
         }
     }
 
+    /// The customer's view recomputed from its base (what HQ confirmed) and its operations HQ
+    /// has not confirmed, in order, with `substitute` standing in for the stored operation of
+    /// the same sequence number. `Ok(Err(_))` when an operation no longer applies.
+    pub fn compute_view(
+        &self,
+        customer_ref: &str,
+        substitute: Option<&Operation>,
+    ) -> Result<Result<Option<CustomerView>, crate::domain::FieldError>, StoreError> {
+        let base = self.customer_base(customer_ref)?;
+        let mut ops = self.customer_operations(customer_ref)?;
+        ops.retain(|o| o.state != OpState::Completed);
+        if let Some(sub) = substitute {
+            for o in ops.iter_mut().filter(|o| o.seq == sub.seq) {
+                *o = sub.clone();
+            }
+        }
+        let old = self.customer(customer_ref)?;
+        Ok(CustomerView::rebuild(base, ops.iter()).map(|view| {
+            view.map(|mut v| {
+                if let Some(old) = &old {
+                    v.created_at_ms = old.created_at_ms;
+                    if v.account_number.is_none() {
+                        v.account_number.clone_from(&old.account_number);
+                    }
+                }
+                v
+            })
+        }))
+    }
+
+    /// Folds a confirmed operation into the customer's base.
+    pub fn fold_into_base(&mut self, op: &Operation) -> Result<(), StoreError> {
+        let base = match self.customer_base(&op.customer_ref)? {
+            Some(mut base) => {
+                // An operation HQ confirmed but that no longer folds (its record was replaced
+                // by a newer HQ copy) changes nothing: HQ's copy already has the truth.
+                let _ = base.apply(op);
+                Some(base)
+            }
+            None => CustomerView::created_by(op),
+        };
+        if let Some(mut base) = base {
+            if let Some(current) = self.customer(&op.customer_ref)? {
+                base.account_number = current.account_number;
+            }
+            self.bases
+                .insert(op.customer_ref.as_str(), encode(&base)?.as_slice())
+                .map_err(StoreError::db)?;
+        }
+        Ok(())
+    }
+
+    /// Removes a customer's view and its search terms.
+    pub fn remove_view(&mut self, view: &CustomerView) -> Result<(), StoreError> {
+        let key = view.customer_ref.as_str();
+        self.customers.remove(key).map_err(StoreError::db)?;
+        for term in search::terms(view) {
+            self.search
+                .remove((term.as_str(), key))
+                .map_err(StoreError::db)?;
+        }
+        if let Some(acc) = &view.account_number {
+            self.accounts.remove(acc.as_str()).map_err(StoreError::db)?;
+        }
+        self.bases.remove(key).map_err(StoreError::db)?;
+        Ok(())
+    }
+
     /// Whether a new operation on this customer must wait behind a failed one.
     pub fn customer_blocked(&self, customer_ref: &str) -> Result<bool, StoreError> {
         Ok(self

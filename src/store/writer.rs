@@ -367,12 +367,7 @@ impl Tables<'_> {
                 "operation {id} has no customer view"
             )));
         };
-        let mut ops = self.customer_operations(&op.customer_ref)?;
-        for o in ops.iter_mut().filter(|o| o.seq == op.seq) {
-            *o = op.clone();
-        }
-        let base = self.customer_base(&op.customer_ref)?;
-        let mut new_view = match CustomerView::rebuild(base, ops.iter()) {
+        let new_view = match self.compute_view(&op.customer_ref, Some(&op))? {
             Ok(Some(v)) => v,
             Ok(None) => {
                 return Err(StoreError::Encoding(format!(
@@ -382,8 +377,6 @@ impl Tables<'_> {
             }
             Err(e) => return Ok(Err(e.nested("payload").into())),
         };
-        new_view.account_number.clone_from(&old_view.account_number);
-        new_view.created_at_ms = old_view.created_at_ms;
         self.ops
             .insert(op.seq, encode(&op)?.as_slice())
             .map_err(StoreError::db)?;
