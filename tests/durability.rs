@@ -188,9 +188,8 @@ async fn sixty_four_clients_then_kill_9_every_acknowledged_operation_once() {
             let mut log = ClientLog::default();
             let mut i = 0usize;
             loop {
-                if sent.fetch_add(1, Ordering::SeqCst) >= CAP {
-                    break;
-                }
+                // Each client sends until the node dies under it.
+                sent.fetch_add(1, Ordering::SeqCst);
                 let email = format!("c{client}.n{i}@example.ee");
                 i += 1;
                 let body = json!({"first_name": "Kliendi", "last_name": "Tamm", "email": email});
@@ -235,7 +234,8 @@ async fn sixty_four_clients_then_kill_9_every_acknowledged_operation_once() {
         }));
     }
 
-    // Let them run, then kill the node under load.
+    // Let them run for RUN_FOR or until CAP requests went out, then kill the node while every
+    // client has a request in flight.
     let started = Instant::now();
     while started.elapsed() < RUN_FOR && sent.load(Ordering::SeqCst) < CAP {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -255,6 +255,11 @@ async fn sixty_four_clients_then_kill_9_every_acknowledged_operation_once() {
         in_flight.extend(log.in_flight);
         unexpected.extend(log.unexpected);
     }
+    assert_eq!(
+        in_flight.len(),
+        CLIENTS,
+        "every client was cut off by the kill"
+    );
     assert!(
         unexpected.is_empty(),
         "unexpected answers: {:?}",
