@@ -78,14 +78,27 @@ impl Node {
         let sync = SyncTasks::spawn(
             store.clone(),
             writer.clone(),
-            client,
+            client.clone(),
             SyncConfig::from_config(config),
+        );
+        let realtime = crate::sync::realtime::Realtime::new(
+            client,
+            writer.clone(),
+            store.clone(),
+            config.node.store_id.clone(),
+            sync.in_flight.clone(),
         );
         let app = api::router(AppState {
             store: store.clone(),
             writer,
             limits: config.limits.clone(),
             sync: sync.control(),
+            cdx: sync.cdx.clone(),
+            realtime,
+            identity: api::Identity {
+                store_id: config.node.store_id.clone(),
+                channel_id: config.node.channel_id.clone(),
+            },
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(

@@ -9,55 +9,18 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::error::ApiError;
 use super::json::JsonValue;
+use super::writes::{WriteAnswer, write};
+use crate::domain::mode::Intent;
 use crate::domain::rfc3339;
 use crate::domain::view::{CustomerView, SubRecord, SyncState};
-use crate::domain::{Action, NewCustomer, OpState, Payload, RecordKind};
-use crate::store::writer::Command;
-use crate::store::{CustomerRead, Outcome, Submission};
-
-/// Answer to an accepted write: the operation is durable.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct Accepted {
-    /// The new operation.
-    pub operation_id: String,
-    /// The customer's temporary reference.
-    pub customer_ref: String,
-    /// The sub-record created or edited, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub record_id: Option<String>,
-    /// `pending`, or `held` behind a failed operation of the same customer.
-    pub state: OpState,
-}
-
-fn accepted(outcome: Outcome) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    match outcome {
-        Outcome::Accepted {
-            operation_id,
-            customer_ref,
-            record_id,
-            state,
-        } => Ok((
-            StatusCode::ACCEPTED,
-            Json(Accepted {
-                operation_id: operation_id.to_string(),
-                customer_ref,
-                record_id,
-                state,
-            }),
-        )),
-        Outcome::Updated(_) | Outcome::Synced(_) => Err(ApiError::plain(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "unexpected writer outcome",
-        )),
-    }
-}
+use crate::domain::{Action, NewCustomer, Payload, RecordKind};
+use crate::store::{CustomerRead, Submission};
 
 /// `POST /v1/customers`
 pub async fn create(
     State(app): State<AppState>,
     JsonValue(body): JsonValue,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+) -> Result<(StatusCode, Json<WriteAnswer>), ApiError> {
     let payload =
         Payload::parse(RecordKind::Customer, Action::Create, body).map_err(ApiError::invalid)?;
     let Payload::CustomerCreate(fields) = payload else {
@@ -67,19 +30,7 @@ pub async fn create(
             "parse mismatch",
         ));
     };
-    let outcome = app
-        .writer
-        .execute(Command::Submit(Submission::NewCustomer(fields)))
-        .await?;
-    if let Outcome::Accepted {
-        operation_id,
-        customer_ref,
-        ..
-    } = &outcome
-    {
-        tracing::info!(%operation_id, %customer_ref, "customer create accepted");
-    }
-    accepted(outcome)
+    write(&app, Intent::Create, Submission::NewCustomer(fields)).await
 }
 
 /// `PATCH /v1/customers/{customer_ref}`
@@ -87,10 +38,10 @@ pub async fn edit(
     State(app): State<AppState>,
     ApiPath(customer): ApiPath<String>,
     JsonValue(body): JsonValue,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+) -> Result<(StatusCode, Json<WriteAnswer>), ApiError> {
     let payload =
         Payload::parse(RecordKind::Customer, Action::Edit, body).map_err(ApiError::invalid)?;
-    submit_change(&app, customer, None, payload).await
+    change(&app, customer, None, payload).await
 }
 
 fn collection_kind(collection: &str) -> Result<RecordKind, ApiError> {
@@ -111,10 +62,10 @@ pub async fn add_sub_record(
     State(app): State<AppState>,
     ApiPath((customer, collection)): ApiPath<(String, String)>,
     JsonValue(body): JsonValue,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+) -> Result<(StatusCode, Json<WriteAnswer>), ApiError> {
     let kind = collection_kind(&collection)?;
     let payload = Payload::parse(kind, Action::Create, body).map_err(ApiError::invalid)?;
-    submit_change(&app, customer, None, payload).await
+    change(&app, customer, None, payload).await
 }
 
 /// `PATCH /v1/customers/{customer_ref}/{collection}/{record_id}`
@@ -122,38 +73,24 @@ pub async fn edit_sub_record(
     State(app): State<AppState>,
     ApiPath((customer, collection, record_id)): ApiPath<(String, String, String)>,
     JsonValue(body): JsonValue,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
+) -> Result<(StatusCode, Json<WriteAnswer>), ApiError> {
     let kind = collection_kind(&collection)?;
     let payload = Payload::parse(kind, Action::Edit, body).map_err(ApiError::invalid)?;
-    submit_change(&app, customer, Some(record_id), payload).await
+    change(&app, customer, Some(record_id), payload).await
 }
 
-async fn submit_change(
+async fn change(
     app: &AppState,
     customer: String,
     record_id: Option<String>,
     payload: Payload,
-) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    let kind = payload.kind();
-    let action = payload.action();
-    let outcome = app
-        .writer
-        .execute(Command::Submit(Submission::Change {
-            customer,
-            record_id,
-            payload,
-        }))
-        .await?;
-    if let Outcome::Accepted {
-        operation_id,
-        customer_ref,
-        state,
-        ..
-    } = &outcome
-    {
-        tracing::info!(%operation_id, %customer_ref, kind = kind.as_str(), action = ?action, state = state.as_str(), "customer change accepted");
-    }
-    accepted(outcome)
+) -> Result<(StatusCode, Json<WriteAnswer>), ApiError> {
+    let submission = Submission::Change {
+        customer,
+        record_id,
+        payload,
+    };
+    write(app, Intent::Edit, submission).await
 }
 
 /// A sub-record as the till reads it: its id beside its fields.

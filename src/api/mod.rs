@@ -2,9 +2,11 @@
 //! to the store; every refusal is JSON naming the field and rule.
 
 pub mod customers;
+pub mod diag;
 pub mod error;
 pub mod json;
 pub mod sync_status;
+pub mod writes;
 
 use std::time::Duration;
 
@@ -33,6 +35,21 @@ pub struct AppState {
     pub limits: Limits,
     /// The sync tasks.
     pub sync: crate::sync::SyncControl,
+    /// CDX downloads on demand.
+    pub cdx: crate::sync::cdx::CdxControl,
+    /// Real-time calls to HQ.
+    pub realtime: crate::sync::realtime::Realtime,
+    /// Who this node is.
+    pub identity: Identity,
+}
+
+/// The node's identity, as diagnostics report it.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// Store id.
+    pub store_id: String,
+    /// Channel id.
+    pub channel_id: String,
 }
 
 /// Builds the router with its limits: body size, request timeout, concurrency, panic guard.
@@ -58,6 +75,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/sync/operations", get(sync_status::list))
         .route("/v1/sync/upload", post(sync_status::upload_now))
+        .route("/v1/cdx/refresh", post(diag::cdx_refresh))
+        .route("/diag", get(diag::report))
         .route(
             "/v1/sync/operations/{operation_id}",
             get(sync_status::show).put(sync_status::update),

@@ -209,11 +209,13 @@ fn updated(outcome: Outcome, what: &'static str) -> Result<Json<serde_json::Valu
                 serde_json::to_value(OperationBody::new(&op, true)).unwrap_or_default(),
             ))
         }
-        Outcome::Accepted { .. } | Outcome::Synced(_) => Err(ApiError::plain(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "unexpected writer outcome",
-        )),
+        Outcome::Accepted { .. } | Outcome::Synced(_) | Outcome::Realtime(..) => {
+            Err(ApiError::plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "unexpected writer outcome",
+            ))
+        }
     }
 }
 

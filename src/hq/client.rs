@@ -381,3 +381,42 @@ mod tests {
         assert_eq!(m.chars().count(), MAX_ERROR_MESSAGE_CHARS);
     }
 }
+
+// TEMPORARY (replaced by the cdx branch merge): signatures only, so the tree builds meanwhile.
+/// The result of a real-time call.
+#[derive(Debug)]
+pub enum RtsOutcome {
+    /// HQ applied it.
+    Applied(crate::hq::wire::RtsResponse),
+    /// HQ refused it.
+    Refused(crate::domain::operation::OpError),
+}
+
+impl HqClient {
+    fn not_yet<T>() -> Result<T, HqError> {
+        Err(HqError::Permanent {
+            status: 0,
+            message: "not implemented yet".into(),
+        })
+    }
+    /// Job 1110.
+    pub async fn cdx_global(&self) -> Result<crate::hq::wire::GlobalConfigPackage, HqError> {
+        Self::not_yet()
+    }
+    /// Job 1070.
+    pub async fn cdx_channel(&self) -> Result<crate::hq::wire::ChannelConfigPackage, HqError> {
+        Self::not_yet()
+    }
+    /// Job 1010.
+    pub async fn cdx_customers(
+        &self,
+        _cursor: Option<&crate::hq::wire::CustomersCursor>,
+        _limit: usize,
+    ) -> Result<crate::hq::wire::CustomersPage, HqError> {
+        Self::not_yet()
+    }
+    /// RTS.
+    pub async fn rts(&self, _op: WireOperation) -> Result<RtsOutcome, HqError> {
+        Self::not_yet()
+    }
+}

@@ -26,6 +26,8 @@ pub enum HqVerdict {
     Completed {
         /// HQ's account number for the customer.
         account_number: Option<String>,
+        /// Fields of an edit HQ kept its own value for.
+        conflicts: Vec<crate::domain::operation::Conflict>,
     },
     /// Refused by HQ-side validation.
     Failed(OpError),
@@ -86,11 +88,15 @@ impl Tables<'_> {
                 continue;
             }
             match &outcome.verdict {
-                HqVerdict::Completed { account_number } => {
+                HqVerdict::Completed {
+                    account_number,
+                    conflicts,
+                } => {
                     if let Some(account) = account_number {
                         self.set_account_number(&op.customer_ref, account)?;
                     }
                     if op.state != OpState::Completed {
+                        op.conflicts.clone_from(conflicts);
                         self.set_state(&mut op, OpState::Completed, None, now)?;
                         self.fold_into_base(&op)?;
                     }

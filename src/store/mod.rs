@@ -1,6 +1,7 @@
 //! The redb store: one file holding the operation queue, the customer views and their search
 //! index. One writer thread owns every write ([`writer`]); reads run anywhere ([`read`]).
 
+pub mod cdx;
 pub mod hq_sync;
 pub mod prune;
 pub mod read;
@@ -134,6 +135,7 @@ impl Store {
                 .map_err(StoreError::db)?;
             tx.open_table(schema::SEARCH).map_err(StoreError::db)?;
             tx.open_table(schema::ACCOUNTS).map_err(StoreError::db)?;
+            tx.open_table(schema::CDX_JOBS).map_err(StoreError::db)?;
             tx.open_table(schema::CUSTOMER_BASES)
                 .map_err(StoreError::db)?;
         }

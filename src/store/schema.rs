@@ -31,6 +31,9 @@ pub const ACCOUNTS: TableDefinition<&str, &str> = TableDefinition::new("account_
 /// the operations still held are folded onto when a view is rebuilt.
 pub const CUSTOMER_BASES: TableDefinition<&str, &[u8]> = TableDefinition::new("customer_bases");
 
+/// CDX job number → the package held (JSON: version, when it arrived, its body).
+pub const CDX_JOBS: TableDefinition<u32, &[u8]> = TableDefinition::new("cdx_jobs");
+
 /// Version of the layout above; bumped on incompatible change.
 pub const SCHEMA_VERSION: u64 = 1;
 

@@ -21,6 +21,7 @@ pub(crate) struct Tables<'tx> {
     pub search: Table<'tx, (&'static str, &'static str), ()>,
     pub accounts: Table<'tx, &'static str, &'static str>,
     pub bases: Table<'tx, &'static str, &'static [u8]>,
+    pub cdx_jobs: Table<'tx, u32, &'static [u8]>,
 }
 
 impl<'tx> Tables<'tx> {
@@ -41,6 +42,7 @@ impl<'tx> Tables<'tx> {
             bases: tx
                 .open_table(schema::CUSTOMER_BASES)
                 .map_err(StoreError::db)?,
+            cdx_jobs: tx.open_table(schema::CDX_JOBS).map_err(StoreError::db)?,
         })
     }
 

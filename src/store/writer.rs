@@ -36,6 +36,9 @@ pub enum Submission {
 pub enum Command {
     /// Accept a new operation from the till.
     Submit(Submission),
+    /// Accept a new operation under an id chosen by the caller (a real-time call in flight
+    /// must know its id before the operation is durable).
+    SubmitAs(OperationId, Submission),
     /// Replace a failed operation's record (sync-status edit and save).
     EditPayload {
         /// The operation.
@@ -56,6 +59,34 @@ pub enum Command {
         confirmed_before_ms: i64,
         /// Most operations dropped in one command.
         max: usize,
+    },
+    /// Hold a downloaded configuration package (job 1070 or 1110).
+    ApplyConfig {
+        /// The job.
+        job: u32,
+        /// The package.
+        package: super::cdx::HeldPackage,
+    },
+    /// Apply a whole 1010 download: each customer becomes its base here.
+    ApplyCustomers {
+        /// The package summary held for job 1010.
+        package: super::cdx::HeldPackage,
+        /// Every customer of the download.
+        copies: Vec<super::cdx::HqCopy>,
+    },
+    /// A real-time call succeeded: complete the operation and take HQ's copy.
+    CompleteRealtime {
+        /// The operation.
+        id: OperationId,
+        /// The customer as HQ now holds it.
+        copy: super::cdx::HqCopy,
+        /// Fields HQ kept its value for.
+        conflicts: Vec<crate::domain::operation::Conflict>,
+    },
+    /// HQ refused a real-time call: forget the pending operation.
+    Discard {
+        /// The operation.
+        id: OperationId,
     },
     /// Apply a page of HQ's outcome feed and advance the cursor, atomically.
     ApplyOutcomes {
@@ -82,8 +113,20 @@ pub enum Outcome {
     },
     /// An existing operation changed.
     Updated(Box<Operation>),
+    /// An operation completed in real time; the customer as it now stands.
+    Realtime(Box<Operation>, Box<crate::domain::view::CustomerView>),
     /// A sync bookkeeping command changed this many operations.
     Synced(usize),
+}
+
+impl Outcome {
+    /// Attaches the customer view to an updated operation (real-time completion).
+    pub(crate) fn with_view(self, view: crate::domain::view::CustomerView) -> Outcome {
+        match self {
+            Outcome::Updated(op) => Outcome::Realtime(op, Box::new(view)),
+            other => other,
+        }
+    }
 }
 
 /// Why a command was refused; nothing of it was written.
@@ -216,10 +259,23 @@ pub(crate) fn commit_group(
         let mut results = Vec::with_capacity(commands.len());
         for command in commands {
             let result = match command {
-                Command::Submit(sub) => t.submit(options, sub, &mut next_seq, now)?,
+                Command::Submit(sub) => t.submit(options, None, sub, &mut next_seq, now)?,
+                Command::SubmitAs(id, sub) => {
+                    t.submit(options, Some(*id), sub, &mut next_seq, now)?
+                }
                 Command::EditPayload { id, record } => t.edit_payload(*id, record, now)?,
                 Command::Resync { id } => t.resync(*id, now)?,
                 Command::MarkStaged(reports) => t.mark_staged(reports, now)?,
+                Command::ApplyConfig { job, package } => t.apply_config(*job, package)?,
+                Command::ApplyCustomers { package, copies } => {
+                    t.apply_customers(package, copies)?
+                }
+                Command::CompleteRealtime {
+                    id,
+                    copy,
+                    conflicts,
+                } => t.complete_realtime(*id, copy, conflicts, now)?,
+                Command::Discard { id } => t.discard(*id)?,
                 Command::Prune {
                     confirmed_before_ms,
                     max,
@@ -245,14 +301,26 @@ impl Tables<'_> {
     fn submit(
         &mut self,
         options: &WriterOptions,
+        id: Option<OperationId>,
         sub: &Submission,
         next_seq: &mut u64,
         now: i64,
     ) -> Result<Refusable, StoreError> {
+        if let Some(id) = id
+            && self
+                .op_ids
+                .get(id.as_u128())
+                .map_err(StoreError::db)?
+                .is_some()
+        {
+            return Ok(Err(CommandError::Conflict(format!(
+                "operation {id} exists already"
+            ))));
+        }
         let seq = *next_seq;
         let op =
             |customer_ref: String, record_id: Option<String>, payload: Payload, state| Operation {
-                id: OperationId::new_v7(now as u64),
+                id: id.unwrap_or_else(|| OperationId::new_v7(now as u64)),
                 seq,
                 customer_ref,
                 record_id,

@@ -1,7 +1,9 @@
 //! Background work that talks to HQ: the uploader (P-job), the outcome puller, and the retry
 //! policy they share.
 
+pub mod cdx;
 pub mod outcomes;
+pub mod realtime;
 pub mod retry;
 pub mod status;
 pub mod uploader;
@@ -30,6 +32,10 @@ pub struct SyncConfig {
     pub retry: RetryConfig,
     /// How long confirmed operations are kept before pruning.
     pub retention: Duration,
+    /// CDX download interval; `None` = on demand only.
+    pub cdx_interval: Option<Duration>,
+    /// This store, to recognise its own customers in job 1010.
+    pub store_id: String,
 }
 
 impl SyncConfig {
@@ -45,6 +51,9 @@ impl SyncConfig {
                 jitter: Jitter::Full,
             },
             retention: Duration::from_secs(config.upload.completed_retention_secs),
+            cdx_interval: (config.cdx.interval_secs > 0)
+                .then(|| Duration::from_secs(config.cdx.interval_secs)),
+            store_id: config.node.store_id.clone(),
         }
     }
 }
@@ -59,6 +68,10 @@ pub struct SyncTasks {
     pub wake_outcomes: Arc<Notify>,
     /// What they last did.
     pub status: Arc<SyncStatus>,
+    /// CDX downloads on demand.
+    pub cdx: cdx::CdxControl,
+    /// Operations whose real-time call is under way (the uploader skips them).
+    pub in_flight: realtime::InFlight,
 }
 
 impl SyncTasks {
@@ -69,6 +82,7 @@ impl SyncTasks {
         let wake_upload = Arc::new(Notify::new());
         let wake_outcomes = Arc::new(Notify::new());
         let seed = rand::random::<u64>();
+        let in_flight = realtime::InFlight::default();
         let uploader = uploader::Uploader {
             store: store.clone(),
             writer: writer.clone(),
@@ -79,11 +93,12 @@ impl SyncTasks {
             status: status.clone(),
             wake: wake_upload.clone(),
             stop: stopped.clone(),
+            in_flight: in_flight.clone(),
         };
         let puller = outcomes::OutcomePuller {
-            store,
-            writer,
-            client,
+            store: store.clone(),
+            writer: writer.clone(),
+            client: client.clone(),
             page: config.outcome_page,
             interval: config.interval,
             retry: RetryPolicy::new(config.retry, seed.rotate_left(17)),
@@ -91,15 +106,30 @@ impl SyncTasks {
             last_prune: None,
             status: status.clone(),
             wake: wake_outcomes.clone(),
-            stop: stopped,
+            stop: stopped.clone(),
         };
-        let tasks = vec![tokio::spawn(uploader.run()), tokio::spawn(puller.run())];
+        let (downloader, cdx) = cdx::downloader(
+            store.clone(),
+            writer.clone(),
+            client.clone(),
+            config.store_id.clone(),
+            config.cdx_interval,
+            RetryPolicy::new(config.retry, seed.rotate_left(31)),
+            stopped,
+        );
+        let tasks = vec![
+            tokio::spawn(uploader.run()),
+            tokio::spawn(puller.run()),
+            tokio::spawn(downloader.run()),
+        ];
         SyncTasks {
             stop,
             tasks,
             wake_upload,
             wake_outcomes,
             status,
+            cdx,
+            in_flight,
         }
     }
 

@@ -35,6 +35,17 @@ pub struct OutcomePuller {
     pub(crate) stop: watch::Receiver<bool>,
 }
 
+/// The domain's form of a field conflict.
+pub fn conflict_from_wire(
+    c: &crate::hq::wire::FieldConflict,
+) -> crate::domain::operation::Conflict {
+    crate::domain::operation::Conflict {
+        field: c.field.clone(),
+        store_value: c.store_value.clone(),
+        hq_value: c.hq_value.clone(),
+    }
+}
+
 /// The store's form of one feed entry.
 pub fn from_wire(o: Outcome) -> HqOutcome {
     let error = || {
@@ -47,6 +58,7 @@ pub fn from_wire(o: Outcome) -> HqOutcome {
     let verdict = match o.status {
         OutcomeStatus::Completed => HqVerdict::Completed {
             account_number: o.account_number.clone(),
+            conflicts: o.conflicts.iter().map(conflict_from_wire).collect(),
         },
         OutcomeStatus::Failed => HqVerdict::Failed(error()),
         OutcomeStatus::Held => HqVerdict::Held(error()),

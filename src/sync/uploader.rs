@@ -29,6 +29,7 @@ pub struct Uploader {
     pub(crate) status: Arc<SyncStatus>,
     pub(crate) wake: Arc<Notify>,
     pub(crate) stop: watch::Receiver<bool>,
+    pub(crate) in_flight: super::realtime::InFlight,
 }
 
 enum Progress {
@@ -144,7 +145,19 @@ impl Uploader {
     }
 
     async fn upload_once(&mut self, limit: usize) -> Result<Progress, UploadError> {
-        let ops = self.pending(limit).await?;
+        let mut ops = self.pending(limit).await?;
+        let fetched = ops.len();
+        // An operation in a real-time call is HQ's to answer now; it and any later operation
+        // of its customer wait for the next round.
+        let mut waiting: Vec<String> = Vec::new();
+        ops.retain(|o| {
+            if self.in_flight.contains(&o.id) || waiting.contains(&o.customer_ref) {
+                waiting.push(o.customer_ref.clone());
+                false
+            } else {
+                true
+            }
+        });
         if ops.is_empty() {
             return Ok(Progress::Drained);
         }
@@ -182,7 +195,7 @@ impl Uploader {
             latency_ms,
             "upload batch staged at HQ"
         );
-        Ok(if sent == limit {
+        Ok(if fetched == limit {
             Progress::More
         } else {
             Progress::Drained
