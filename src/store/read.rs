@@ -29,8 +29,9 @@ pub struct OpFilter {
     pub limit: usize,
 }
 
-/// How many candidate customers one search examines at most, per requested result.
-const SEARCH_SCAN_FACTOR: usize = 20;
+/// Most candidate customers one search examines: a query so broad that every term matches
+/// more customers than this may miss some (a till types more letters).
+const CANDIDATE_CAP: usize = 10_000;
 
 fn t<T>(r: Result<T, impl Into<redb::Error>>) -> Result<T, StoreError> {
     r.map_err(StoreError::db)
@@ -65,26 +66,43 @@ impl Store {
 
     /// Customers whose terms match every term of `q` by prefix, most recently changed first.
     pub fn search(&self, q: &str, limit: usize) -> Result<Vec<CustomerRead>, StoreError> {
-        let terms = search::query_terms(q);
-        // The longest term is usually the most selective: scan its prefix range only.
-        let Some(lead) = terms.iter().max_by_key(|t| t.len()) else {
+        let mut terms = search::query_terms(q);
+        if terms.is_empty() {
             return Ok(Vec::new());
-        };
+        }
         let tx = self.begin_read()?;
         let index = t(tx.open_table(schema::SEARCH))?;
         let customers = t(tx.open_table(schema::CUSTOMERS))?;
         let customer_ops = t(tx.open_table(schema::CUSTOMER_OPS))?;
         let ops = t(tx.open_table(schema::OPS))?;
-        let mut refs: Vec<String> = Vec::new();
-        let scan_cap = limit.saturating_mul(SEARCH_SCAN_FACTOR).max(limit);
-        for entry in t(index.range((lead.as_str(), "")..))? {
-            let (key, _) = t(entry)?;
-            let (term, customer_ref) = key.value();
-            if !term.starts_with(lead.as_str()) || refs.len() >= scan_cap {
-                break;
+        // The term with the fewest matches drives; every candidate is then checked against all
+        // terms. Longer terms are usually more selective, so they are scanned first, and a
+        // later term's scan stops as soon as it cannot beat the driver.
+        terms.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        let mut refs: Option<Vec<String>> = None;
+        for term in &terms {
+            let bound = refs.as_ref().map_or(CANDIDATE_CAP, Vec::len);
+            let mut found: Vec<String> = Vec::new();
+            let mut beaten = false;
+            for entry in t(index.range((term.as_str(), "")..))? {
+                let (key, _) = t(entry)?;
+                let (indexed, customer_ref) = key.value();
+                if !indexed.starts_with(term.as_str()) {
+                    break;
+                }
+                if found.last().map(String::as_str) != Some(customer_ref) {
+                    found.push(customer_ref.to_string());
+                }
+                if found.len() >= bound {
+                    beaten = refs.is_some();
+                    break;
+                }
             }
-            refs.push(customer_ref.to_string());
+            if !beaten {
+                refs = Some(found);
+            }
         }
+        let mut refs = refs.unwrap_or_default();
         refs.sort();
         refs.dedup();
         let mut out = Vec::new();
