@@ -190,6 +190,7 @@ fn to_value<T: Serialize>(v: &T) -> Result<serde_json::Value, ApiError> {
 
 /// Query of a customer search.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SearchQuery {
     q: Option<String>,
     limit: Option<String>,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::path::ErrorKind;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequestParts, Path, Query};
+use axum::extract::{FromRequestParts, Path};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::routing::{get, patch, post};
@@ -159,11 +159,19 @@ pub struct ApiQuery<T>(pub T);
 impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|Query(q)| ApiQuery(q))
-            .map_err(|e| ApiError::bad_param("query", "query_syntax", e.body_text()))
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let raw = parts.uri.query().unwrap_or_default();
+        serde_urlencoded::from_str::<T>(raw)
+            .map(ApiQuery)
+            .map_err(|e| {
+                let named = crate::domain::validation::from_serde(".", &e.to_string());
+                let field = if named.field == "body" {
+                    "query".to_string()
+                } else {
+                    named.field
+                };
+                ApiError::bad_param(&field, named.rule, named.message)
+            })
     }
 }
 

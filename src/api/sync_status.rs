@@ -72,6 +72,7 @@ impl<'a> OperationBody<'a> {
 
 /// Query of the operation listing.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     state: Option<String>,
     after: Option<String>,

@@ -219,6 +219,8 @@ pub fn from_serde(path: &str, message: &str) -> FieldError {
             join(&name)
         };
         FieldError::new(field, "unknown_field", clean)
+    } else if let Some(name) = quoted("duplicate field `") {
+        FieldError::new(join(&name), "duplicate", clean)
     } else if message.starts_with("unknown variant") {
         FieldError::new(at, "enum", clean)
     } else if message.starts_with("invalid type") {
