@@ -718,6 +718,24 @@ async fn unknown_things_and_bad_parameters_are_named() {
         // Query parameters.
         case(
             Method::GET,
+            "/v1/sync/operations?State=failed",
+            None,
+            (400, "State", "unknown_field"),
+        ),
+        case(
+            Method::GET,
+            "/v1/sync/operations?state=failed&state=held",
+            None,
+            (400, "state", "duplicate"),
+        ),
+        case(
+            Method::GET,
+            "/v1/customers?q=mari&sort=name",
+            None,
+            (400, "sort", "unknown_field"),
+        ),
+        case(
+            Method::GET,
             "/v1/sync/operations?state=done",
             None,
             (400, "state", "enum"),
