@@ -1,38 +1,73 @@
 //! JSON request bodies: size-limited, and every parse error names the field and the rule.
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
+use futures_util::StreamExt;
 
+use super::AppState;
 use super::error::ApiError;
+
+/// How many bytes of an oversized body are read and thrown away before answering 413. Closing
+/// a connection with unread bytes makes TCP reset it, and the client then loses the 413; a
+/// small excess is drained so the till gets its answer, a huge one is not worth reading.
+const DRAIN_MAX: usize = 1024 * 1024;
+
+fn too_large() -> ApiError {
+    ApiError::field(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        "body",
+        "max_bytes",
+        "the request body is larger than this node accepts (limits.body_bytes)",
+    )
+}
+
+/// Reads a body of at most `limit` bytes.
+async fn read_limited(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut stream = req.into_body().into_data_stream();
+    let mut body = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::field(
+                StatusCode::BAD_REQUEST,
+                "unreadable_body",
+                "body",
+                "readable",
+                format!("the request body could not be read: {e}"),
+            )
+        })?;
+        seen = seen.saturating_add(chunk.len());
+        if seen > limit.saturating_add(DRAIN_MAX) {
+            return Err(too_large());
+        }
+        if seen <= limit {
+            body.extend_from_slice(&chunk);
+        }
+    }
+    if seen > limit {
+        return Err(too_large());
+    }
+    Ok(body)
+}
 
 /// A request body parsed as a JSON value (syntax checked; shape checked by the caller, which
 /// knows the record kind).
 pub struct JsonValue(pub serde_json::Value);
 
-impl<S: Send + Sync> FromRequest<S> for JsonValue {
+impl FromRequest<AppState> for JsonValue {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::field(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "body_too_large",
-                    "body",
-                    "max_bytes",
-                    "the request body is larger than this node accepts (limits.body_bytes)",
-                )
-            } else {
-                ApiError::field(
-                    StatusCode::BAD_REQUEST,
-                    "unreadable_body",
-                    "body",
-                    "readable",
-                    rejection.body_text(),
-                )
-            }
-        })?;
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let declared = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > state.limits.body_bytes.saturating_add(DRAIN_MAX)) {
+            return Err(too_large());
+        }
+        let bytes = read_limited(req, state.limits.body_bytes).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Err(ApiError::field(
                 StatusCode::BAD_REQUEST,
