@@ -38,6 +38,9 @@ pub struct OperationBody<'a> {
     pub state: OpState,
     /// HQ's error, or why it is held.
     pub error: Option<&'a OpError>,
+    /// Fields HQ kept its own value for (an edit of data HQ had changed too).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub conflicts: &'a [crate::domain::operation::Conflict],
     /// Payload revision (bumped by each edit and save).
     pub revision: u32,
     /// When the node accepted it.
@@ -62,6 +65,7 @@ impl<'a> OperationBody<'a> {
             record_id: op.record_id.as_deref(),
             state: op.state,
             error: op.error.as_ref(),
+            conflicts: &op.conflicts,
             revision: op.revision,
             accepted_at: rfc3339(op.accepted_at_ms),
             updated_at: rfc3339(op.updated_at_ms),
