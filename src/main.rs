@@ -42,6 +42,10 @@ struct HqSimArgs {
     /// Seed of the fault-injection draws.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Start configured for asynchronous mode: all four customer features on and "create
+    /// customer in async mode" on for every channel (default: all off, as a fresh HQ).
+    #[arg(long)]
+    enable_async: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,6 +80,11 @@ async fn hq_sim(args: HqSimArgs) -> anyhow::Result<()> {
         seed: args.seed,
     })
     .await?;
+    if args.enable_async {
+        // Before the address is printed, so no client sees the emulator unconfigured.
+        emulator.enable_async();
+        tracing::info!("hq emulator configured for asynchronous mode");
+    }
     // Printed on stdout so scripts and tests can find the port when it was 0.
     println!("hq-sim listening on {}", emulator.url());
     shutdown_signal().await;

@@ -9,9 +9,12 @@ use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
 
 use super::wire::{
-    HealthResponse, HqErrorBody, OutcomePage, PREFIX, UploadRequest, UploadResponse, WireOperation,
+    ChannelConfigPackage, CustomersCursor, CustomersPage, GlobalConfigPackage, HealthResponse,
+    HqErrorBody, MAX_CUSTOMERS_LIMIT, OutcomePage, PREFIX, RefusalBody, RtsRequest, RtsResponse,
+    UploadRequest, UploadResponse, WireOperation, jobs,
 };
 use crate::config::Config;
+use crate::domain::operation::OpError;
 
 /// Largest response body the client reads, bytes (an outcome page of 10 000 entries fits).
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
@@ -73,6 +76,18 @@ impl HqError {
             answered: false,
         }
     }
+}
+
+/// What HQ made of a real-time call it answered.
+#[derive(Debug, Clone, PartialEq)]
+// The shape is part of the contract with the node side, and one value is returned per call,
+// never kept in bulk, so boxing the large variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum RtsOutcome {
+    /// Applied (now, or before under the same operation id): HQ's result.
+    Applied(RtsResponse),
+    /// Refused by HQ (422): validation, conflict, held, or customer unknown. Nothing applied.
+    Refused(OpError),
 }
 
 /// Why a client could not be built.
@@ -151,6 +166,11 @@ impl HqClient {
         &self.store_id
     }
 
+    /// The channel this client speaks for.
+    pub fn channel_id(&self) -> &str {
+        &self.channel_id
+    }
+
     /// `GET /hq/v1/health`: Ok when HQ answers and accepts work.
     pub async fn health(&self) -> Result<(), HqError> {
         let url = self.url("/health")?;
@@ -196,6 +216,101 @@ impl HqClient {
         self.send(self.http.get(url), "outcomes").await
     }
 
+    /// `GET /hq/v1/cdx/1110`: the global configuration package (feature management).
+    pub async fn cdx_global(&self) -> Result<GlobalConfigPackage, HqError> {
+        let url = self.url(&format!("/cdx/{}", jobs::GLOBAL))?;
+        self.send(self.http.get(url), "cdx 1110").await
+    }
+
+    /// `GET /hq/v1/cdx/1070`: this client's channel's configuration package.
+    pub async fn cdx_channel(&self) -> Result<ChannelConfigPackage, HqError> {
+        let mut url = self.url(&format!("/cdx/{}", jobs::CHANNEL))?;
+        url.query_pairs_mut()
+            .append_pair("channel_id", &self.channel_id);
+        self.send(self.http.get(url), "cdx 1070").await
+    }
+
+    /// `GET /hq/v1/cdx/1010`: one page of customers after `cursor` (`None` = from version 0,
+    /// a full download), at most `limit` (brought into 1..=10 000). Follow `next` until it is
+    /// `None`, then keep the page's `version` for the next incremental download.
+    pub async fn cdx_customers(
+        &self,
+        cursor: Option<&CustomersCursor>,
+        limit: usize,
+    ) -> Result<CustomersPage, HqError> {
+        let mut url = self.url(&format!("/cdx/{}", jobs::CUSTOMERS))?;
+        {
+            let mut q = url.query_pairs_mut();
+            match cursor {
+                Some(c) => {
+                    q.append_pair("after_version", &c.after_version.to_string());
+                    if !c.after_account.is_empty() {
+                        q.append_pair("after_account", &c.after_account);
+                    }
+                }
+                None => {
+                    q.append_pair("after_version", "0");
+                }
+            }
+            q.append_pair("limit", &limit.clamp(1, MAX_CUSTOMERS_LIMIT).to_string());
+        }
+        let page: CustomersPage = self.send(self.http.get(url), "cdx 1010").await?;
+        tracing::debug!(
+            customers = page.customers.len(),
+            version = page.version,
+            more = page.next.is_some(),
+            "hq cdx 1010 page received"
+        );
+        Ok(page)
+    }
+
+    /// `POST /hq/v1/rts/operations`: asks HQ to apply `op` now. A 422 is HQ's refusal
+    /// ([`RtsOutcome::Refused`]); every other failure is an [`HqError`] classified as usual.
+    /// Safe to repeat, and safe to upload afterwards: HQ applies an operation id once.
+    pub async fn rts(&self, op: WireOperation) -> Result<RtsOutcome, HqError> {
+        let id = op.operation_id;
+        let request = RtsRequest {
+            store_id: self.store_id.clone(),
+            channel_id: self.channel_id.clone(),
+            operation: op,
+        };
+        let url = self.url("/rts/operations")?;
+        let answer = self
+            .execute(self.http.post(url).json(&request), "rts")
+            .await
+            .inspect_err(
+                |e| tracing::debug!(operation_id = %id, error = %e, "hq rts call failed"),
+            )?;
+        if answer.status == StatusCode::UNPROCESSABLE_ENTITY {
+            let refusal = match answer.body {
+                Ok(body) => serde_json::from_slice::<RefusalBody>(&body)
+                    .map(OpError::from)
+                    .unwrap_or_else(|_| OpError {
+                        code: "refused".into(),
+                        message: error_message(&body),
+                        field: None,
+                    }),
+                Err(reason) => OpError {
+                    code: "refused".into(),
+                    message: reason,
+                    field: None,
+                },
+            };
+            tracing::debug!(operation_id = %id, code = %refusal.code, "hq refused the rts call");
+            return Ok(RtsOutcome::Refused(refusal));
+        }
+        let response: RtsResponse = decode(answer, "rts")?;
+        if response.operation_id != id {
+            // An answer about another operation cannot be matched to this one; ask again.
+            return Err(HqError::transient(format!(
+                "rts answer is for operation {}, not {id}",
+                response.operation_id
+            )));
+        }
+        tracing::debug!(operation_id = %id, conflicts = response.conflicts.len(), "hq rts call applied");
+        Ok(RtsOutcome::Applied(response))
+    }
+
     fn url(&self, path: &str) -> Result<Url, HqError> {
         let base = self.base.as_str().trim_end_matches('/');
         Url::parse(&format!("{base}{PREFIX}{path}")).map_err(|e| HqError::Permanent {
@@ -210,6 +325,17 @@ impl HqClient {
         request: reqwest::RequestBuilder,
         what: &'static str,
     ) -> Result<T, HqError> {
+        let answer = self.execute(request, what).await?;
+        decode(answer, what)
+    }
+
+    /// Sends one request and reads the answer, whatever its status; fails only when no answer
+    /// arrived.
+    async fn execute(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &'static str,
+    ) -> Result<Answer, HqError> {
         let mut response = request.send().await.map_err(|e| {
             if e.is_builder() {
                 HqError::Permanent {
@@ -222,42 +348,61 @@ impl HqClient {
         })?;
         let status = response.status();
         let retry_after = parse_retry_after(response.headers());
-        let body = read_body(&mut response)
-            .await
-            .map_err(|reason| HqError::Transient {
-                reason: format!("{what}: {reason} (status {})", status.as_u16()),
-                retry_after,
-                answered: false,
-            });
-        if status.is_success() {
-            // A 2xx whose body is lost or garbled: HQ may have done the work, so this is
-            // transient and the caller repeats the (idempotent) request.
-            let body = body?;
-            return serde_json::from_slice(&body).map_err(|e| {
-                HqError::transient(format!("{what}: undecodable answer from HQ: {e}"))
-            });
-        }
-        let message = body
-            .ok()
-            .map(|b| error_message(&b))
-            .unwrap_or_else(|| status.to_string());
-        tracing::debug!(
-            request = what,
-            status = status.as_u16(),
-            "hq answered with an error"
-        );
-        if is_transient_status(status) {
-            return Err(HqError::Transient {
-                reason: format!("{what}: HQ answered {}: {message}", status.as_u16()),
-                retry_after,
-                answered: true,
-            });
-        }
-        Err(HqError::Permanent {
-            status: status.as_u16(),
-            message,
+        let body = read_body(&mut response).await;
+        Ok(Answer {
+            status,
+            retry_after,
+            body,
         })
     }
+}
+
+/// An HTTP answer from HQ: status, `Retry-After`, and the body (or why it was lost).
+struct Answer {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    body: Result<Vec<u8>, String>,
+}
+
+/// Decodes a 2xx answer; classifies every other one.
+fn decode<T: DeserializeOwned>(answer: Answer, what: &'static str) -> Result<T, HqError> {
+    let Answer {
+        status,
+        retry_after,
+        body,
+    } = answer;
+    let body = body.map_err(|reason| HqError::Transient {
+        reason: format!("{what}: {reason} (status {})", status.as_u16()),
+        retry_after,
+        answered: false,
+    });
+    if status.is_success() {
+        // A 2xx whose body is lost or garbled: HQ may have done the work, so this is
+        // transient and the caller repeats the (idempotent) request.
+        let body = body?;
+        return serde_json::from_slice(&body)
+            .map_err(|e| HqError::transient(format!("{what}: undecodable answer from HQ: {e}")));
+    }
+    let message = body
+        .ok()
+        .map(|b| error_message(&b))
+        .unwrap_or_else(|| status.to_string());
+    tracing::debug!(
+        request = what,
+        status = status.as_u16(),
+        "hq answered with an error"
+    );
+    if is_transient_status(status) {
+        return Err(HqError::Transient {
+            reason: format!("{what}: HQ answered {}: {message}", status.as_u16()),
+            retry_after,
+            answered: true,
+        });
+    }
+    Err(HqError::Permanent {
+        status: status.as_u16(),
+        message,
+    })
 }
 
 /// 5xx, 429 Too Many Requests and 408 Request Timeout are worth retrying.

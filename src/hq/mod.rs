@@ -5,5 +5,5 @@ pub mod client;
 pub mod emulator;
 pub mod wire;
 
-pub use client::{HqClient, HqClientError, HqError};
+pub use client::{HqClient, HqClientError, HqError, RtsOutcome};
 pub use emulator::{HqEmulator, HqEmulatorConfig, HqEmulatorError};

@@ -293,3 +293,42 @@ pub struct MissingPrerequisites {
     /// Plain words.
     pub message: String,
 }
+
+/// Customers returned by `GET /hq/v1/cdx/1010` when `limit` is absent.
+pub const DEFAULT_CUSTOMERS_LIMIT: usize = 1_000;
+
+/// Most customers returned by one `GET /hq/v1/cdx/1010`; a larger `limit` is lowered to it.
+pub const MAX_CUSTOMERS_LIMIT: usize = 10_000;
+
+/// HQ's refusal of an operation it was asked to apply now (a real-time call, or an admin
+/// change), answered with 422: [`HqErrorBody`] plus the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusalBody {
+    /// Machine-readable code: `validation`, `invalid`, `conflict` or `held`.
+    pub error: String,
+    /// Plain words.
+    pub message: String,
+    /// The field at fault, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl From<OpError> for RefusalBody {
+    fn from(e: OpError) -> Self {
+        RefusalBody {
+            error: e.code,
+            message: e.message,
+            field: e.field,
+        }
+    }
+}
+
+impl From<RefusalBody> for OpError {
+    fn from(r: RefusalBody) -> Self {
+        OpError {
+            code: r.error,
+            message: r.message,
+            field: r.field,
+        }
+    }
+}

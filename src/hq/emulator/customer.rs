@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::OperationId;
 use crate::domain::customer::{Address, Affiliation, Attribute, Contact, NewCustomer};
+use crate::domain::view::SubRecord;
+use crate::hq::wire::HqCustomerRecord;
 
 /// A sub-record at HQ: the node-assigned id with the record's fields beside it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,9 +23,12 @@ pub struct HqSubRecord<T> {
 pub struct HqCustomer {
     /// HQ's account number, e.g. `C000001`.
     pub account_number: String,
-    /// The store that created the customer.
+    /// The store that created the customer; empty (and absent in JSON) for a customer
+    /// created at HQ.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub store_id: String,
-    /// The store's temporary reference for the customer.
+    /// The store's temporary reference for the customer; the account number for a customer
+    /// created at HQ (that is how stores refer to it).
     pub customer_ref: String,
     /// The customer's own fields (first_name, last_name, email, phone, customer_group,
     /// language).
@@ -39,6 +44,40 @@ pub struct HqCustomer {
     pub attributes: Vec<HqSubRecord<Attribute>>,
     /// Every operation applied to this customer, in application order (each at most once).
     pub operation_ids: Vec<OperationId>,
+    /// The CDX 1010 version at which it last changed.
+    #[serde(default)]
+    pub version: u64,
+}
+
+impl HqCustomer {
+    /// Whether a store created it (rather than HQ itself).
+    pub fn from_store(&self) -> bool {
+        !self.store_id.is_empty()
+    }
+
+    /// The customer as job 1010 and real-time answers send it.
+    pub fn record(&self) -> HqCustomerRecord {
+        fn subs<T: Clone>(list: &[HqSubRecord<T>]) -> Vec<SubRecord<T>> {
+            list.iter()
+                .map(|s| SubRecord {
+                    id: s.id.clone(),
+                    record: s.record.clone(),
+                })
+                .collect()
+        }
+        let origin = self.from_store();
+        HqCustomerRecord {
+            account_number: self.account_number.clone(),
+            origin_store_id: origin.then(|| self.store_id.clone()),
+            origin_customer_ref: origin.then(|| self.customer_ref.clone()),
+            fields: self.fields.clone(),
+            addresses: subs(&self.addresses),
+            contacts: subs(&self.contacts),
+            affiliations: subs(&self.affiliations),
+            attributes: subs(&self.attributes),
+            version: self.version,
+        }
+    }
 }
 
 /// Inserts a sub-record, or replaces the one with the same id.
@@ -92,6 +131,7 @@ mod tests {
             affiliations: vec![],
             attributes: vec![],
             operation_ids: vec![OperationId::new_v7(1)],
+            version: 3,
         };
         let json = serde_json::to_value(&c).unwrap();
         assert_eq!(json["first_name"], "Õie");
@@ -99,5 +139,24 @@ mod tests {
         assert_eq!(json["addresses"][0]["city"], "Tallinn");
         let back: HqCustomer = serde_json::from_value(json).unwrap();
         assert_eq!(back, c);
+        let r = c.record();
+        assert_eq!(r.origin_store_id.as_deref(), Some("S0001"));
+        assert_eq!(r.origin_customer_ref.as_deref(), Some("S0001-T1"));
+        assert_eq!((r.version, r.addresses[0].id.as_str()), (3, "ADR-1"));
+        // A customer created at HQ has no origin, and no store_id in JSON.
+        let hq_made = HqCustomer {
+            store_id: String::new(),
+            customer_ref: "C000001".into(),
+            ..c
+        };
+        assert!(
+            !serde_json::to_value(&hq_made)
+                .unwrap()
+                .as_object()
+                .unwrap()
+                .contains_key("store_id")
+        );
+        assert_eq!(hq_made.record().origin_store_id, None);
+        assert_eq!(hq_made.record().origin_customer_ref, None);
     }
 }

@@ -7,19 +7,23 @@ use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post, put};
 use serde::Deserialize;
 
 use super::Shared;
+use super::config::{ChannelError, ChannelSettingsRequest, FeatureRequest};
 use super::faults::{Faults, Gate};
-use super::state::StageError;
+use super::state::{AdminError, RtsError, StageError};
+use crate::domain::features::FeatureId;
+use crate::domain::{Action, CustomerPatch, NewCustomer};
 use crate::hq::wire::{
-    DEFAULT_OUTCOME_LIMIT, HealthResponse, HqErrorBody, MAX_OUTCOME_LIMIT, MAX_UPLOAD_BYTES,
-    MAX_UPLOAD_OPERATIONS, StageStatus, UploadRequest,
+    DEFAULT_CUSTOMERS_LIMIT, DEFAULT_OUTCOME_LIMIT, HealthResponse, HqErrorBody,
+    MAX_CUSTOMERS_LIMIT, MAX_OUTCOME_LIMIT, MAX_UPLOAD_BYTES, MAX_UPLOAD_OPERATIONS,
+    MissingPrerequisites, RefusalBody, RtsRequest, StageStatus, UploadRequest, jobs,
 };
 
 type AppState = Arc<Shared>;
@@ -30,9 +34,21 @@ pub(crate) fn router(shared: AppState) -> Router {
         .route("/hq/v1/health", get(health))
         .route("/hq/v1/uploads", post(upload))
         .route("/hq/v1/outcomes", get(outcomes))
+        .route("/hq/v1/cdx/{job}", get(cdx))
+        .route("/hq/v1/rts/operations", post(rts))
         .route_layer(middleware::from_fn_with_state(shared.clone(), fault_gate));
     let admin = Router::new()
-        .route("/hq/v1/admin/customers", get(admin_customers))
+        .route(
+            "/hq/v1/admin/customers",
+            get(admin_customers).post(admin_create_customer),
+        )
+        .route(
+            "/hq/v1/admin/customers/{account_number}",
+            patch(admin_patch_customer),
+        )
+        .route("/hq/v1/admin/features", get(admin_features))
+        .route("/hq/v1/admin/features/{id}", put(admin_put_feature))
+        .route("/hq/v1/admin/channel", put(admin_put_channel))
         .route("/hq/v1/admin/tables", get(admin_tables))
         .route("/hq/v1/admin/jobs/sync-customers/run", post(admin_run_sync))
         .route(
@@ -67,6 +83,26 @@ fn bad_json(rejection: JsonRejection) -> Response {
         "malformed_body"
     };
     error(status, code, rejection.body_text())
+}
+
+/// A 422 refusal naming the field at fault.
+fn refusal(e: crate::domain::operation::OpError) -> Response {
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(RefusalBody::from(e))).into_response()
+}
+
+fn bad_query(rejection: QueryRejection) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "invalid_parameter",
+        rejection.body_text(),
+    )
+}
+
+/// Milliseconds since the Unix epoch: the stamp on CDX packages.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 async fn not_found() -> Response {
@@ -301,4 +337,279 @@ async fn admin_put_faults(
     );
     shared.faults.set(faults.clone());
     Json(faults).into_response()
+}
+
+/// Query of `GET /hq/v1/cdx/{job}` (each job reads the parameters it needs).
+#[derive(Debug, Deserialize)]
+struct CdxQuery {
+    channel_id: Option<String>,
+    after_version: Option<u64>,
+    after_account: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /hq/v1/cdx/{job}`: the data package of CDX download job 1110, 1070 or 1010.
+async fn cdx(
+    State(shared): State<AppState>,
+    Path(job): Path<String>,
+    query: Result<Query<CdxQuery>, QueryRejection>,
+) -> Response {
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(rejection) => return bad_query(rejection),
+    };
+    match job.parse::<u32>() {
+        Ok(jobs::GLOBAL) => Json(shared.config().global_package(now_ms())).into_response(),
+        Ok(jobs::CHANNEL) => {
+            let Some(channel_id) = q.channel_id.filter(|c| !c.trim().is_empty()) else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_parameter",
+                    "channel_id is required",
+                );
+            };
+            Json(shared.config().channel_package(&channel_id, now_ms())).into_response()
+        }
+        Ok(jobs::CUSTOMERS) => {
+            let limit = q.limit.unwrap_or(DEFAULT_CUSTOMERS_LIMIT);
+            if limit == 0 {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_parameter",
+                    "limit must be at least 1",
+                );
+            }
+            let page = shared.model().customers_page(
+                q.after_version.unwrap_or(0),
+                q.after_account.as_deref(),
+                limit.min(MAX_CUSTOMERS_LIMIT),
+                now_ms(),
+            );
+            tracing::debug!(
+                customers = page.customers.len(),
+                version = page.version,
+                full = page.full,
+                "hq cdx 1010 page served"
+            );
+            Json(page).into_response()
+        }
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "no CDX job {job} (known: {}, {}, {})",
+                jobs::CUSTOMERS,
+                jobs::CHANNEL,
+                jobs::GLOBAL
+            ),
+        ),
+    }
+}
+
+/// `POST /hq/v1/rts/operations`: a real-time call, applied now, idempotent by operation id.
+async fn rts(
+    State(shared): State<AppState>,
+    body: Result<Json<RtsRequest>, JsonRejection>,
+) -> Response {
+    let req = match body {
+        Ok(Json(req)) => req,
+        Err(rejection) => return bad_json(rejection),
+    };
+    if req.store_id.trim().is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "malformed_body",
+            "store_id must not be empty",
+        );
+    }
+    if req.channel_id.trim().is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "malformed_body",
+            "channel_id must not be empty",
+        );
+    }
+    let reject = shared.faults.reject_rule();
+    let result = shared.model().real_time(&req, reject.as_ref());
+    let op = &req.operation;
+    match result {
+        Ok(answer) => {
+            // Ids and counts only: payloads carry customer PII.
+            tracing::info!(
+                store_id = %req.store_id,
+                operation_id = %op.operation_id,
+                kind = op.kind.as_str(),
+                account_number = %answer.account_number,
+                conflicts = answer.conflicts.len(),
+                "hq real-time call applied"
+            );
+            let status = if op.action == Action::Create {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (status, Json(answer)).into_response()
+        }
+        Err(RtsError::Refused(e)) => {
+            tracing::info!(
+                store_id = %req.store_id,
+                operation_id = %op.operation_id,
+                code = %e.code,
+                field = ?e.field,
+                "hq real-time call refused"
+            );
+            refusal(e)
+        }
+        Err(RtsError::Full(message)) => {
+            tracing::warn!(store_id = %req.store_id, operation_id = %op.operation_id, "hq real-time call refused: full");
+            error(StatusCode::INSUFFICIENT_STORAGE, "full", message)
+        }
+    }
+}
+
+/// `GET /hq/v1/admin/features`: feature management, every feature.
+async fn admin_features(State(shared): State<AppState>) -> Response {
+    Json(shared.config().features()).into_response()
+}
+
+/// `PUT /hq/v1/admin/features/{id}` with `{"enabled": bool}`.
+async fn admin_put_feature(
+    State(shared): State<AppState>,
+    Path(id): Path<String>,
+    body: Result<Json<FeatureRequest>, JsonRejection>,
+) -> Response {
+    let Ok(feature) = id.parse::<FeatureId>() else {
+        let known: Vec<&str> = FeatureId::ALL.iter().map(|f| f.as_str()).collect();
+        return error(
+            StatusCode::NOT_FOUND,
+            "unknown_feature",
+            format!("no feature {id} (known: {})", known.join(", ")),
+        );
+    };
+    let request = match body {
+        Ok(Json(request)) => request,
+        Err(rejection) => return bad_json(rejection),
+    };
+    let result = shared.config().set_feature(feature, request.enabled);
+    match result {
+        Ok(change) => {
+            tracing::info!(
+                feature = %feature,
+                enabled = change.enabled,
+                in_force = change.in_force,
+                version = change.version,
+                "hq feature set"
+            );
+            Json(change).into_response()
+        }
+        Err(missing) => {
+            let missing_names: Vec<String> = missing.iter().map(|f| f.name().to_string()).collect();
+            let message = format!(
+                "\"{}\" needs these features on first: {}",
+                feature.name(),
+                missing_names
+                    .iter()
+                    .map(|n| format!("\"{n}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            tracing::info!(feature = %feature, missing = missing.len(), "hq feature refused: prerequisites off");
+            let body = MissingPrerequisites {
+                error: "prerequisites_off".into(),
+                missing,
+                missing_names,
+                message,
+            };
+            (StatusCode::CONFLICT, Json(body)).into_response()
+        }
+    }
+}
+
+/// Query of `PUT /hq/v1/admin/channel`.
+#[derive(Debug, Deserialize)]
+struct ChannelQuery {
+    channel_id: Option<String>,
+}
+
+/// `PUT /hq/v1/admin/channel[?channel_id=CH]` with `{"create_customer_async": bool}`.
+async fn admin_put_channel(
+    State(shared): State<AppState>,
+    query: Result<Query<ChannelQuery>, QueryRejection>,
+    body: Result<Json<ChannelSettingsRequest>, JsonRejection>,
+) -> Response {
+    let q = match query {
+        Ok(Query(q)) => q,
+        Err(rejection) => return bad_query(rejection),
+    };
+    let request = match body {
+        Ok(Json(request)) => request,
+        Err(rejection) => return bad_json(rejection),
+    };
+    let result = shared
+        .config()
+        .set_channel(q.channel_id.as_deref(), request.create_customer_async);
+    match result {
+        Ok(change) => {
+            tracing::info!(
+                channel_id = ?change.channel_id,
+                create_customer_async = change.create_customer_async,
+                version = change.version,
+                "hq channel settings set"
+            );
+            Json(change).into_response()
+        }
+        Err(e @ ChannelError::InvalidId) => {
+            error(StatusCode::BAD_REQUEST, "invalid_parameter", e.to_string())
+        }
+        Err(e @ ChannelError::Full) => {
+            error(StatusCode::INSUFFICIENT_STORAGE, "full", e.to_string())
+        }
+    }
+}
+
+fn admin_error(e: AdminError) -> Response {
+    match e {
+        AdminError::NotFound(_) => error(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+        AdminError::Invalid(e) => refusal(e),
+        AdminError::Full(message) => error(StatusCode::INSUFFICIENT_STORAGE, "full", message),
+    }
+}
+
+/// `POST /hq/v1/admin/customers`: a customer created at HQ (e.g. by a call-centre).
+async fn admin_create_customer(
+    State(shared): State<AppState>,
+    body: Result<Json<NewCustomer>, JsonRejection>,
+) -> Response {
+    let fields = match body {
+        Ok(Json(fields)) => fields,
+        Err(rejection) => return bad_json(rejection),
+    };
+    let result = shared.model().admin_create_customer(fields);
+    match result {
+        Ok(record) => {
+            tracing::info!(account_number = %record.account_number, version = record.version, "hq customer created at HQ");
+            (StatusCode::CREATED, Json(record)).into_response()
+        }
+        Err(e) => admin_error(e),
+    }
+}
+
+/// `PATCH /hq/v1/admin/customers/{account_number}`: a customer changed at HQ.
+async fn admin_patch_customer(
+    State(shared): State<AppState>,
+    Path(account_number): Path<String>,
+    body: Result<Json<CustomerPatch>, JsonRejection>,
+) -> Response {
+    let patch = match body {
+        Ok(Json(patch)) => patch,
+        Err(rejection) => return bad_json(rejection),
+    };
+    let result = shared.model().admin_patch_customer(&account_number, &patch);
+    match result {
+        Ok(record) => {
+            tracing::info!(account_number = %record.account_number, version = record.version, "hq customer changed at HQ");
+            Json(record).into_response()
+        }
+        Err(e) => admin_error(e),
+    }
 }

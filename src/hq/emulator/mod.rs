@@ -1,8 +1,10 @@
 //! The HQ emulator: HQ's side of the protocol (staging in the five async tables, the
-//! "Synchronize customers and channel requests" job, the outcome feed), admin endpoints, and
-//! fault injection. `outpost hq-sim` runs it; tests start it in-process with [`HqEmulator`].
+//! "Synchronize customers and channel requests" job, the outcome feed, CDX data packages 1010,
+//! 1070 and 1110, feature management, real-time calls), admin endpoints, and fault injection. `outpost hq-sim` runs it; tests start it in-process with [`HqEmulator`].
 //! Its state lives in memory: a restart forgets everything.
 
+pub mod config;
+pub mod conflicts;
 pub mod customer;
 pub mod faults;
 mod http;
@@ -16,9 +18,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use config::{ChannelError, ChannelSettingsChange, FeatureChange, FeatureStatus, HqConfig};
 pub use customer::{HqCustomer, HqSubRecord};
 pub use faults::{Faults, FaultsError, RejectRule};
-pub use state::{HqModel, RowState, SyncRunReport, TableRow};
+pub use state::{AdminError, HqModel, RowSource, RowState, RtsError, SyncRunReport, TableRow};
 
 use faults::FaultInjector;
 
@@ -63,6 +66,7 @@ pub enum HqEmulatorError {
 /// What the HTTP handlers and the sync ticker share.
 pub(crate) struct Shared {
     model: Mutex<HqModel>,
+    config: Mutex<HqConfig>,
     faults: FaultInjector,
     requests: Mutex<std::collections::VecDeque<RequestRecord>>,
 }
@@ -86,6 +90,7 @@ impl Shared {
     fn new(seed: u64) -> Self {
         Self {
             model: Mutex::new(HqModel::new()),
+            config: Mutex::new(HqConfig::new()),
             faults: FaultInjector::new(seed),
             requests: Mutex::new(std::collections::VecDeque::new()),
         }
@@ -105,6 +110,12 @@ impl Shared {
         // The model stays consistent between calls; a panic in one request must not make
         // every later one panic too.
         self.model.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Feature management and channel settings; never held across an `.await`.
+    fn config(&self) -> MutexGuard<'_, HqConfig> {
+        // Plain data, consistent between calls, as the model.
+        self.config.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn run_sync(&self) -> SyncRunReport {
@@ -208,6 +219,40 @@ impl HqEmulator {
     /// Every customer HQ holds, in creation order.
     pub fn customers(&self) -> Vec<HqCustomer> {
         self.shared.model().customers()
+    }
+
+    /// Switches a feature on or off at HQ, as `PUT /hq/v1/admin/features/{id}` does; switching
+    /// on is refused with the prerequisites that are not in force.
+    pub fn set_feature(
+        &self,
+        id: crate::domain::features::FeatureId,
+        enabled: bool,
+    ) -> Result<FeatureChange, Vec<crate::domain::features::FeatureId>> {
+        self.shared.config().set_feature(id, enabled)
+    }
+
+    /// Sets "create customer in async mode" for one channel, or (`None`) every channel and the
+    /// default, as `PUT /hq/v1/admin/channel` does.
+    pub fn set_create_customer_async(
+        &self,
+        channel_id: Option<&str>,
+        enabled: bool,
+    ) -> Result<ChannelSettingsChange, ChannelError> {
+        self.shared.config().set_channel(channel_id, enabled)
+    }
+
+    /// Every feature on and async customer creation on for every channel: HQ configured for
+    /// asynchronous mode (`hq-sim --enable-async`).
+    pub fn enable_async(&self) {
+        let mut config = self.shared.config();
+        config.enable_all_features();
+        // `None` = every channel: never an invalid id, and never full.
+        let _ = config.set_channel(None, true);
+    }
+
+    /// Feature management as it stands.
+    pub fn features(&self) -> Vec<FeatureStatus> {
+        self.shared.config().features()
     }
 
     /// Node requests received (not admin ones), oldest first, at most

@@ -1,19 +1,27 @@
 //! HQ's in-memory model, with no I/O: the five staging tables, idempotent staging by operation
-//! id, the customer master, the per-store outcome feeds, and the "Synchronize customers and
-//! channel requests" job. The HTTP layer wraps it in a mutex.
+//! id, the customer master with its CDX 1010 versions, the per-store outcome feeds, the
+//! "Synchronize customers and channel requests" job, and real-time (RTS) calls. The HTTP layer
+//! wraps it in a mutex.
+
+mod cdx;
+mod rts;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
+use super::conflicts::merge_customer_edit;
 use super::customer::{HqCustomer, find_mut, upsert};
 use super::faults::RejectRule;
 use crate::domain::operation::OpError;
 use crate::domain::{OperationId, Payload, RecordKind};
 use crate::hq::wire::{
-    Outcome, OutcomePage, OutcomeStatus, StageResult, StageStatus, UploadRequest, UploadResponse,
-    WireOperation,
+    FieldConflict, Outcome, OutcomePage, OutcomeStatus, StageResult, StageStatus, UploadRequest,
+    UploadResponse, WireOperation,
 };
+
+pub use cdx::AdminError;
+pub use rts::RtsError;
 
 /// Customer groups HQ knows; any other group fails HQ-side validation.
 pub const KNOWN_CUSTOMER_GROUPS: [&str; 4] = ["RETAIL", "STAFF", "WHOLESALE", "LOYAL"];
@@ -23,6 +31,20 @@ pub const DEFAULT_MAX_ROWS: usize = 1_000_000;
 
 /// Most outcome entries one store's feed holds before HQ refuses that store's uploads (507).
 pub const DEFAULT_MAX_FEED: usize = 4_000_000;
+
+/// Most customers HQ holds before it refuses to create more at HQ or in real time (507).
+pub const DEFAULT_MAX_CUSTOMERS: usize = 1_000_000;
+
+/// How a row reached HQ.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowSource {
+    /// Uploaded by the P-job and processed by the sync job.
+    #[default]
+    Upload,
+    /// Applied at once by a real-time call (`POST /hq/v1/rts/operations`).
+    RealTime,
+}
 
 /// A row's state in its staging table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +89,15 @@ pub struct TableRow {
     pub error: Option<OpError>,
     /// The record as staged.
     pub payload: Payload,
+    /// Uploaded, or applied by a real-time call.
+    #[serde(default)]
+    pub source: RowSource,
+    /// The customer's account number, once the row completed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_number: Option<String>,
+    /// Fields of an edit HQ did not apply because HQ's copy had changed them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<FieldConflict>,
 }
 
 /// What one run of the sync job did. Counts are of transitions made in this run.
@@ -102,6 +133,13 @@ struct StagedRow {
     op: WireOperation,
     state: RowState,
     error: Option<OpError>,
+    source: RowSource,
+    /// Set once the row completed.
+    account_number: Option<String>,
+    conflicts: Vec<FieldConflict>,
+    /// For a row applied in real time: whether an upload of it has been answered with a fresh
+    /// completed outcome yet (see `stage_one`).
+    reported_after_upload: bool,
 }
 
 impl StagedRow {
@@ -123,13 +161,16 @@ impl StagedRow {
             state: self.state,
             error: self.error.clone(),
             payload: self.op.payload.clone(),
+            source: self.source,
+            account_number: self.account_number.clone(),
+            conflicts: self.conflicts.clone(),
         }
     }
 }
 
 /// What the sync job did with one row.
 enum Step {
-    Applied(String),
+    Applied(String, Vec<FieldConflict>),
     Refused(OpError),
     Wait,
 }
@@ -191,11 +232,16 @@ pub struct HqModel {
     customers: BTreeMap<u64, HqCustomer>,
     by_ref: HashMap<CustomerKey, u64>,
     by_account: HashMap<String, u64>,
+    /// Job 1010's index: every customer once, keyed by (version, account number).
+    changes: BTreeMap<(u64, String), u64>,
+    /// Job 1010's version: +1 on every change to any customer.
+    customer_version: u64,
     /// Per store, its outcome feed; an entry's cursor is its position + 1.
     feeds: HashMap<String, Vec<Outcome>>,
     next_account: u64,
     max_rows: usize,
     max_feed: usize,
+    max_customers: usize,
 }
 
 impl Default for HqModel {
@@ -220,10 +266,13 @@ impl HqModel {
             customers: BTreeMap::new(),
             by_ref: HashMap::new(),
             by_account: HashMap::new(),
+            changes: BTreeMap::new(),
+            customer_version: 0,
             feeds: HashMap::new(),
             next_account: 1,
             max_rows,
             max_feed,
+            max_customers: DEFAULT_MAX_CUSTOMERS,
         }
     }
 
@@ -272,6 +321,10 @@ impl HqModel {
                 op: op.clone(),
                 state: RowState::Staged,
                 error: None,
+                source: RowSource::Upload,
+                account_number: None,
+                conflicts: Vec::new(),
+                reported_after_upload: false,
             };
             let key = row.key();
             self.queues
@@ -306,6 +359,17 @@ impl HqModel {
             // A stale retry of an older revision: the newer one stands.
             std::cmp::Ordering::Less => answer(StageStatus::Staged, None),
             std::cmp::Ordering::Equal if row.op.payload == op.payload => {
+                // Applied in real time, and now uploaded: the node fell back to its queue (the
+                // RTS answer was lost) and may have skipped the outcome written then, before it
+                // knew the operation. Report it once more, after the upload.
+                let report = (row.source == RowSource::RealTime && !row.reported_after_upload)
+                    .then(|| {
+                        row.reported_after_upload = true;
+                        completed_outcome(row)
+                    });
+                if let Some(outcome) = report {
+                    self.append_outcome(store_id, outcome);
+                }
                 answer(StageStatus::Staged, None)
             }
             std::cmp::Ordering::Equal => rejected(conflict(format!(
@@ -384,8 +448,8 @@ impl HqModel {
                         continue;
                     }
                     match self.apply(key, &op, reject) {
-                        Step::Applied(account) => {
-                            self.transition(id, RowState::Completed, None, Some(account));
+                        Step::Applied(account, conflicts) => {
+                            self.complete(id, account, conflicts);
                             report.completed += 1;
                             report.processed += 1;
                             done.push((seq, id));
@@ -451,26 +515,11 @@ impl HqModel {
             .copied();
         let number = match (&op.payload, target) {
             (Payload::CustomerCreate(fields), None) => {
-                let number = self.next_account;
-                self.next_account += 1;
-                let account_number = format!("C{number:06}");
-                self.customers.insert(
-                    number,
-                    HqCustomer {
-                        account_number: account_number.clone(),
-                        store_id: key.0.clone(),
-                        customer_ref: key.1.clone(),
-                        fields: fields.clone(),
-                        addresses: Vec::new(),
-                        contacts: Vec::new(),
-                        affiliations: Vec::new(),
-                        attributes: Vec::new(),
-                        operation_ids: vec![op.operation_id],
-                    },
-                );
-                self.by_ref.insert(key.clone(), number);
-                self.by_account.insert(account_number.clone(), number);
-                return Step::Applied(account_number);
+                let (number, account_number) = self.create_customer(key, fields.clone());
+                if let Some(c) = self.customers.get_mut(&number) {
+                    c.operation_ids.push(op.operation_id);
+                }
+                return Step::Applied(account_number, Vec::new());
             }
             (_, None) => return Step::Wait,
             (_, Some(number)) => number,
@@ -480,6 +529,7 @@ impl HqModel {
         };
         let id = op.record_id.as_deref().unwrap_or_default();
         let missing = |what: &str| validation("record_id", format!("HQ holds no {what} {id}"));
+        let mut conflicts = Vec::new();
         let applied: Result<(), OpError> = match &op.payload {
             // A create for a customer HQ already holds (a re-sent create under a new id)
             // replaces its fields, as the node's own view does.
@@ -488,8 +538,18 @@ impl HqModel {
                 Ok(())
             }
             Payload::CustomerEdit(patch) => {
-                patch.apply_to(&mut customer.fields);
-                Ok(())
+                match merge_customer_edit(&customer.fields, patch, op.base.as_ref()) {
+                    Ok(merge) => {
+                        merge.apply.apply_to(&mut customer.fields);
+                        conflicts = merge.conflicts;
+                        Ok(())
+                    }
+                    Err(e) => Err(OpError {
+                        code: "internal".into(),
+                        message: e.to_string(),
+                        field: None,
+                    }),
+                }
             }
             Payload::AddressCreate(a) => {
                 upsert(&mut customer.addresses, id, a.clone());
@@ -526,10 +586,66 @@ impl HqModel {
         match applied {
             Ok(()) => {
                 customer.operation_ids.push(op.operation_id);
-                Step::Applied(customer.account_number.clone())
+                let account_number = customer.account_number.clone();
+                // Every applied operation is a change for job 1010, even an edit whose every
+                // field was in conflict: the store then needs HQ's values to converge.
+                self.touch(number);
+                Step::Applied(account_number, conflicts)
             }
             Err(e) => Step::Refused(e),
         }
+    }
+
+    /// Adds a customer to the master: a new account number, version, and (for a store's
+    /// customer) its `(store_id, customer_ref)` key. `key.0` empty = created at HQ.
+    fn create_customer(
+        &mut self,
+        key: &CustomerKey,
+        fields: crate::domain::NewCustomer,
+    ) -> (u64, String) {
+        let number = self.next_account;
+        self.next_account += 1;
+        let account_number = format!("C{number:06}");
+        let from_store = !key.0.is_empty();
+        self.customers.insert(
+            number,
+            HqCustomer {
+                account_number: account_number.clone(),
+                store_id: key.0.clone(),
+                // Stores refer to a customer created at HQ by its account number.
+                customer_ref: if from_store {
+                    key.1.clone()
+                } else {
+                    account_number.clone()
+                },
+                fields,
+                addresses: Vec::new(),
+                contacts: Vec::new(),
+                affiliations: Vec::new(),
+                attributes: Vec::new(),
+                operation_ids: Vec::new(),
+                version: 0,
+            },
+        );
+        if from_store {
+            self.by_ref.insert(key.clone(), number);
+        }
+        self.by_account.insert(account_number.clone(), number);
+        self.touch(number);
+        (number, account_number)
+    }
+
+    /// Gives a customer the next 1010 version (a change job 1010 must carry).
+    fn touch(&mut self, number: u64) {
+        let Some(customer) = self.customers.get_mut(&number) else {
+            return;
+        };
+        self.changes
+            .remove(&(customer.version, customer.account_number.clone()));
+        self.customer_version += 1;
+        customer.version = self.customer_version;
+        self.changes
+            .insert((customer.version, customer.account_number.clone()), number);
     }
 
     fn row(&self, id: OperationId) -> Option<&StagedRow> {
@@ -545,6 +661,30 @@ impl HqModel {
         self.customers.get(number).map(|c| c.account_number.clone())
     }
 
+    /// Marks a row completed with its account number and conflicts, and reports it.
+    fn complete(&mut self, id: OperationId, account_number: String, conflicts: Vec<FieldConflict>) {
+        if let Some(kind) = self.index.get(&id).copied()
+            && let Some(row) = self.tables[slot(kind)].get_mut(&id)
+        {
+            row.account_number = Some(account_number.clone());
+            row.conflicts.clone_from(&conflicts);
+        }
+        self.transition_with(
+            id,
+            RowState::Completed,
+            None,
+            Some(account_number),
+            conflicts,
+        );
+    }
+
+    /// Appends an outcome to a store's feed, giving it the next cursor.
+    fn append_outcome(&mut self, store_id: &str, mut outcome: Outcome) {
+        let feed = self.feeds.entry(store_id.to_string()).or_default();
+        outcome.cursor = feed.len() as u64 + 1;
+        feed.push(outcome);
+    }
+
     /// Moves a row to `state` and appends the outcome to its store's feed, unless nothing
     /// changes. Returns whether it changed.
     fn transition(
@@ -553,6 +693,18 @@ impl HqModel {
         state: RowState,
         error: Option<OpError>,
         account_number: Option<String>,
+    ) -> bool {
+        self.transition_with(id, state, error, account_number, Vec::new())
+    }
+
+    /// [`Self::transition`] with the conflicts a completed edit reports.
+    fn transition_with(
+        &mut self,
+        id: OperationId,
+        state: RowState,
+        error: Option<OpError>,
+        account_number: Option<String>,
+        conflicts: Vec<FieldConflict>,
     ) -> bool {
         let status = match state {
             RowState::Completed => OutcomeStatus::Completed,
@@ -571,17 +723,18 @@ impl HqModel {
         }
         row.state = state;
         row.error.clone_from(&error);
-        let feed = self.feeds.entry(row.store_id.clone()).or_default();
-        feed.push(Outcome {
-            cursor: feed.len() as u64 + 1,
+        let outcome = Outcome {
+            cursor: 0,
             operation_id: id,
             revision: row.op.revision,
             status,
             customer_ref: row.op.customer_ref.clone(),
             account_number,
             error,
-            conflicts: Vec::new(),
-        });
+            conflicts,
+        };
+        let store_id = row.store_id.clone();
+        self.append_outcome(&store_id, outcome);
         true
     }
 
@@ -626,6 +779,20 @@ impl HqModel {
     }
 }
 
+/// The completed outcome of a completed row (cursor set when appended).
+fn completed_outcome(row: &StagedRow) -> Outcome {
+    Outcome {
+        cursor: 0,
+        operation_id: row.op.operation_id,
+        revision: row.op.revision,
+        status: OutcomeStatus::Completed,
+        customer_ref: row.op.customer_ref.clone(),
+        account_number: row.account_number.clone(),
+        error: None,
+        conflicts: row.conflicts.clone(),
+    }
+}
+
 /// Checks what must hold for a row to be staged at all (not HQ's business validation).
 fn structural_error(op: &WireOperation) -> Option<OpError> {
     if op.payload.kind() != op.kind {
@@ -647,6 +814,12 @@ fn structural_error(op: &WireOperation) -> Option<OpError> {
             "a sub-record operation needs its record id",
         ));
     }
+    if op.base.as_ref().is_some_and(|b| !b.is_object()) {
+        return Some(invalid(
+            "base",
+            "must be an object of field names to the values the store saw",
+        ));
+    }
     None
 }
 
@@ -657,6 +830,11 @@ fn customer_group_error(payload: &Payload) -> Option<OpError> {
         Payload::CustomerEdit(p) => p.customer_group.as_ref().and_then(Option::as_deref),
         _ => None,
     }?;
+    unknown_group(group)
+}
+
+/// The validation error for a customer group HQ does not know, if it does not.
+fn unknown_group(group: &str) -> Option<OpError> {
     if KNOWN_CUSTOMER_GROUPS.contains(&group) {
         return None;
     }
@@ -671,3 +849,5 @@ fn customer_group_error(payload: &Payload) -> Option<OpError> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cdx;
