@@ -23,7 +23,10 @@ impl Hq {
         })
         .await
         .unwrap();
-        Hq { emulator, http: reqwest::Client::new() }
+        Hq {
+            emulator,
+            http: reqwest::Client::new(),
+        }
     }
 
     async fn admin(&self, method: Method, path: &str, body: Value) -> (u16, Value) {
@@ -47,12 +50,20 @@ impl Hq {
             "async-customer-editing",
         ] {
             let (status, body) = self
-                .admin(Method::PUT, &format!("/hq/v1/admin/features/{f}"), json!({"enabled": true}))
+                .admin(
+                    Method::PUT,
+                    &format!("/hq/v1/admin/features/{f}"),
+                    json!({"enabled": true}),
+                )
                 .await;
             assert_eq!(status, 200, "{f}: {body}");
         }
         let (status, _) = self
-            .admin(Method::PUT, "/hq/v1/admin/channel", json!({"create_customer_async": true}))
+            .admin(
+                Method::PUT,
+                "/hq/v1/admin/channel",
+                json!({"create_customer_async": true}),
+            )
             .await;
         assert_eq!(status, 200);
     }
@@ -80,7 +91,10 @@ struct Till {
 
 impl Till {
     fn new(node: &Node) -> Till {
-        Till { base: format!("http://{}", node.local_addr()), http: reqwest::Client::new() }
+        Till {
+            base: format!("http://{}", node.local_addr()),
+            http: reqwest::Client::new(),
+        }
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
@@ -94,8 +108,12 @@ impl Till {
     }
 
     async fn create(&self, first: &str, last: &str) -> (u16, Value) {
-        self.call(Method::POST, "/v1/customers", Some(json!({"first_name": first, "last_name": last})))
-            .await
+        self.call(
+            Method::POST,
+            "/v1/customers",
+            Some(json!({"first_name": first, "last_name": last})),
+        )
+        .await
     }
 
     async fn refresh(&self) -> (u16, Value) {
@@ -112,7 +130,9 @@ impl Till {
     async fn drained(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let (_, body) = self.call(Method::GET, "/v1/sync/operations?limit=500", None).await;
+            let (_, body) = self
+                .call(Method::GET, "/v1/sync/operations?limit=500", None)
+                .await;
             let ops = body["operations"].as_array().unwrap().clone();
             if ops.iter().all(|o| o["state"] == "completed") {
                 return;
@@ -138,14 +158,27 @@ async fn node_for(hq: &Hq, dir: &std::path::Path) -> Node {
 async fn async_editing_needs_its_three_prerequisites_at_hq() {
     let hq = Hq::start().await;
     let (status, body) = hq
-        .admin(Method::PUT, "/hq/v1/admin/features/async-customer-editing", json!({"enabled": true}))
+        .admin(
+            Method::PUT,
+            "/hq/v1/admin/features/async-customer-editing",
+            json!({"enabled": true}),
+        )
         .await;
     assert_eq!(status, 409);
-    let mut missing: Vec<&str> = body["missing"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let mut missing: Vec<&str> = body["missing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     missing.sort();
     assert_eq!(
         missing,
-        ["async-customer-addresses", "customer-orders-performance", "enhanced-async-customer-creation"]
+        [
+            "async-customer-addresses",
+            "customer-orders-performance",
+            "enhanced-async-customer-creation"
+        ]
     );
     hq.enable_async().await;
     hq.emulator.shutdown().await;
@@ -163,7 +196,10 @@ async fn stale_configuration_keeps_real_time_until_a_refresh_is_applied() {
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["mode"], "realtime");
     assert!(body["account_number"].as_str().unwrap().len() > 1);
-    assert!(body["mode_reason"].as_str().unwrap().contains("1070"), "{body}");
+    assert!(
+        body["mode_reason"].as_str().unwrap().contains("1070"),
+        "{body}"
+    );
 
     // The node downloads the configuration while async mode is still off at HQ.
     let (status, _) = till.refresh().await;
@@ -184,10 +220,17 @@ async fn stale_configuration_keeps_real_time_until_a_refresh_is_applied() {
     assert_eq!(body["mode"], "realtime");
     let diag = till.diag().await;
     let reason = diag["mode"]["create"]["reason"].as_str().unwrap();
-    assert!(reason.contains(&format!("1070 configuration held, version {held_1070}")), "{reason}");
+    assert!(
+        reason.contains(&format!("1070 configuration held, version {held_1070}")),
+        "{reason}"
+    );
     assert_eq!(diag["realtime"]["applied"], 2);
     assert!(
-        diag["realtime"]["recent"].as_array().unwrap().iter().all(|c| c["reason"].as_str().unwrap().contains("1070")),
+        diag["realtime"]["recent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["reason"].as_str().unwrap().contains("1070")),
         "every real-time call carries its reason: {diag}"
     );
 
@@ -207,7 +250,11 @@ async fn stale_configuration_keeps_real_time_until_a_refresh_is_applied() {
     assert_eq!(body["mode"], "async");
     hq.faults(json!({})).await;
     till.drained().await;
-    assert_eq!(hq.customers().await.len(), 4, "each customer exactly once at HQ");
+    assert_eq!(
+        hq.customers().await.len(),
+        4,
+        "each customer exactly once at HQ"
+    );
     node.shutdown().await.unwrap();
     hq.emulator.shutdown().await;
 }
@@ -222,14 +269,23 @@ async fn real_time_with_hq_unreachable_falls_back_to_the_queue_and_applies_once(
     let (status, body) = till.create("Õie", "Täht").await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["mode"], "async_fallback");
-    assert!(body["fallback_reason"].as_str().unwrap().contains("queued"), "{body}");
+    assert!(
+        body["fallback_reason"].as_str().unwrap().contains("queued"),
+        "{body}"
+    );
     let diag = till.diag().await;
     assert_eq!(diag["realtime"]["fallbacks"], 1);
     hq.faults(json!({})).await;
     till.drained().await;
     let at_hq = hq.customers().await;
     assert_eq!(at_hq.len(), 1);
-    let (_, local) = till.call(Method::GET, &format!("/v1/customers/{}", body["customer_ref"].as_str().unwrap()), None).await;
+    let (_, local) = till
+        .call(
+            Method::GET,
+            &format!("/v1/customers/{}", body["customer_ref"].as_str().unwrap()),
+            None,
+        )
+        .await;
     assert_eq!(local["account_number"], at_hq[0]["account_number"]);
     node.shutdown().await.unwrap();
     hq.emulator.shutdown().await;
@@ -282,27 +338,44 @@ async fn hq_customers_are_cached_and_one_record_per_customer() {
     let (_, found) = till.call(Method::GET, "/v1/customers?q=kask", None).await;
     let found = found["customers"].as_array().unwrap();
     assert_eq!(found.len(), 2, "one record each, no duplicate: {found:?}");
-    assert!(found.iter().any(|c| c["customer_ref"] == local_ref.as_str()));
+    assert!(
+        found
+            .iter()
+            .any(|c| c["customer_ref"] == local_ref.as_str())
+    );
 
     // Restarted while HQ is down, the node still serves its cache and its configuration.
     node.shutdown().await.unwrap();
     hq.faults(json!({"offline": true})).await;
     let node = node_for(&hq, dir.path()).await;
     let till = Till::new(&node);
-    let (status, c) = till.call(Method::GET, &format!("/v1/customers/{account}"), None).await;
+    let (status, c) = till
+        .call(Method::GET, &format!("/v1/customers/{account}"), None)
+        .await;
     assert_eq!(status, 200, "{c}");
     assert_eq!(c["first_name"], "Šarūnas");
-    let (_, found) = till.call(Method::GET, "/v1/customers?q=sarunas", None).await;
+    let (_, found) = till
+        .call(Method::GET, "/v1/customers?q=sarunas", None)
+        .await;
     assert_eq!(found["customers"].as_array().unwrap().len(), 1);
     // An edit of the HQ customer while HQ is down is queued (async editing held on) with
     // the HQ copy and the pending edit both visible.
     let (status, body) = till
-        .call(Method::PATCH, &format!("/v1/customers/{account}"), Some(json!({"email": "s@example.lt"})))
+        .call(
+            Method::PATCH,
+            &format!("/v1/customers/{account}"),
+            Some(json!({"email": "s@example.lt"})),
+        )
         .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["mode"], "async");
-    let (_, c) = till.call(Method::GET, &format!("/v1/customers/{account}"), None).await;
-    assert_eq!((c["first_name"].as_str(), c["email"].as_str()), (Some("Šarūnas"), Some("s@example.lt")));
+    let (_, c) = till
+        .call(Method::GET, &format!("/v1/customers/{account}"), None)
+        .await;
+    assert_eq!(
+        (c["first_name"].as_str(), c["email"].as_str()),
+        (Some("Šarūnas"), Some("s@example.lt"))
+    );
     node.shutdown().await.unwrap();
     hq.emulator.shutdown().await;
 }
@@ -312,7 +385,11 @@ async fn an_edit_against_stale_data_reports_the_conflict() {
     let hq = Hq::start().await;
     hq.enable_async().await;
     let (_, from_hq) = hq
-        .admin(Method::POST, "/hq/v1/admin/customers", json!({"first_name": "Mari", "last_name": "Kask"}))
+        .admin(
+            Method::POST,
+            "/hq/v1/admin/customers",
+            json!({"first_name": "Mari", "last_name": "Kask"}),
+        )
         .await;
     let account = from_hq["account_number"].as_str().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
@@ -323,7 +400,11 @@ async fn an_edit_against_stale_data_reports_the_conflict() {
     // HQ changes the family name; the store, with its older copy, changes it too, and the
     // given name only here.
     let (status, _) = hq
-        .admin(Method::PATCH, &format!("/hq/v1/admin/customers/{account}"), json!({"last_name": "Mets"}))
+        .admin(
+            Method::PATCH,
+            &format!("/hq/v1/admin/customers/{account}"),
+            json!({"last_name": "Mets"}),
+        )
         .await;
     assert_eq!(status, 200);
     let (status, edit) = till
@@ -337,7 +418,14 @@ async fn an_edit_against_stale_data_reports_the_conflict() {
     hq.faults(json!({})).await;
     till.drained().await;
     let (_, op) = till
-        .call(Method::GET, &format!("/v1/sync/operations/{}", edit["operation_id"].as_str().unwrap()), None)
+        .call(
+            Method::GET,
+            &format!(
+                "/v1/sync/operations/{}",
+                edit["operation_id"].as_str().unwrap()
+            ),
+            None,
+        )
         .await;
     let conflicts = op["conflicts"].as_array().unwrap();
     assert_eq!(conflicts.len(), 1, "{op}");
@@ -345,8 +433,14 @@ async fn an_edit_against_stale_data_reports_the_conflict() {
     assert_eq!(conflicts[0]["hq_value"], "Mets");
     assert_eq!(conflicts[0]["store_value"], "Tamm");
     let at_hq = hq.customers().await;
-    let c = at_hq.iter().find(|c| c["account_number"] == account.as_str()).unwrap();
-    assert_eq!((c["first_name"].as_str(), c["last_name"].as_str()), (Some("Maria"), Some("Mets")));
+    let c = at_hq
+        .iter()
+        .find(|c| c["account_number"] == account.as_str())
+        .unwrap();
+    assert_eq!(
+        (c["first_name"].as_str(), c["last_name"].as_str()),
+        (Some("Maria"), Some("Mets"))
+    );
     node.shutdown().await.unwrap();
     hq.emulator.shutdown().await;
 }

@@ -34,12 +34,17 @@ impl Harness {
         config.upload.retry_initial_ms = 20;
         config.upload.retry_max_ms = 300;
         let node = Node::start(&config).await.unwrap();
-        Harness {
+        // These tests are about the queue: asynchronous mode on at HQ and held by the node.
+        hq.enable_async();
+        let h = Harness {
             hq,
             node,
             http: reqwest::Client::new(),
             _dir: dir,
-        }
+        };
+        let (status, body) = h.send(reqwest::Method::POST, "/v1/cdx/refresh", None).await;
+        assert_eq!(status, 200, "{body}");
+        h
     }
 
     fn url(&self, path: &str) -> String {
