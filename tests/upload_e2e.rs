@@ -454,3 +454,106 @@ async fn throttled_uploads_wait_out_retry_after() {
     h.node.shutdown().await.unwrap();
     h.hq.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hq_that_lost_its_memory_gets_unanswered_work_again() {
+    use reqwest::Method;
+    // HQ A runs its sync job only on demand, so what the node uploads stays unanswered.
+    let hq_a = HqEmulator::start(HqEmulatorConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        sync_interval: None,
+        seed: 1,
+    })
+    .await
+    .unwrap();
+    hq_a.enable_async();
+    let addr = hq_a.local_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::for_dir(dir.path());
+    config.hq.url = hq_a.url();
+    config.upload.interval_ms = 50;
+    config.upload.retry_initial_ms = 20;
+    config.upload.retry_max_ms = 200;
+    let node = Node::start(&config).await.unwrap();
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", node.local_addr());
+    let status = http
+        .post(format!("{base}/v1/cdx/refresh"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
+    let mut refs = Vec::new();
+    for i in 0..5 {
+        let body: Value = http
+            .request(Method::POST, format!("{base}/v1/customers"))
+            .json(&json!({"first_name": "Õie", "last_name": format!("Täht{}", letters(i))}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        refs.push(body["customer_ref"].as_str().unwrap().to_string());
+    }
+    // Wait until HQ A has staged all five (the node shows them uploaded), with outcomes read.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body: Value = http
+            .get(format!("{base}/v1/sync/operations?state=uploaded"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["operations"].as_array().unwrap().len() == 5
+            && node.sync_status().last_outcome_pull_ms.is_some()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not staged: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // HQ A is replaced by a fresh HQ on the same address that remembers nothing.
+    hq_a.shutdown().await;
+    let hq_b = HqEmulator::start(HqEmulatorConfig {
+        listen: addr,
+        sync_interval: Some(Duration::from_millis(50)),
+        seed: 2,
+    })
+    .await
+    .unwrap();
+    hq_b.enable_async();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body: Value = http
+            .get(format!("{base}/v1/sync/operations?state=completed"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if body["operations"].as_array().unwrap().len() == 5 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node did not re-send to the new HQ: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let at_hq: Vec<String> = hq_b
+        .customers()
+        .iter()
+        .map(|c| c.customer_ref.clone())
+        .collect();
+    assert_eq!(at_hq.len(), 5);
+    for r in &refs {
+        assert!(at_hq.contains(r), "{r} missing at the new HQ");
+    }
+    node.shutdown().await.unwrap();
+    hq_b.shutdown().await;
+}

@@ -126,6 +126,11 @@ pub struct OutcomePage {
     pub outcomes: Vec<Outcome>,
     /// The cursor to ask after next time (the last entry's, or the one given).
     pub next_cursor: u64,
+    /// Identity of this outcome feed. It changes only when HQ lost its outcome history (an HQ
+    /// restored from backup, or a restarted emulator): a node that sees a new one re-reads from
+    /// cursor 0 and uploads again what it has no outcome for (HQ deduplicates by operation id).
+    #[serde(default)]
+    pub feed_id: u64,
 }
 
 /// An error answer from HQ.

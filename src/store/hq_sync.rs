@@ -1,6 +1,8 @@
 //! The uploader's and outcome puller's bookkeeping: what HQ did with each operation, written in
 //! the same transaction as the feed cursor so each outcome is applied exactly once.
 
+use redb::ReadableTable;
+
 use super::StoreError;
 use super::schema;
 use super::tables::Tables;
@@ -48,6 +50,8 @@ pub struct HqOutcome {
 
 /// Key in the meta table of the outcome feed cursor.
 pub const OUTCOME_CURSOR: &str = "outcome_cursor";
+/// Key in the meta table of the identity of the feed the cursor belongs to.
+pub const OUTCOME_FEED: &str = "outcome_feed";
 
 impl Tables<'_> {
     pub(crate) fn mark_staged(
@@ -73,12 +77,48 @@ impl Tables<'_> {
         Ok(Ok(Outcome::Synced(changed)))
     }
 
+    /// HQ's outcome feed is a new one (HQ lost its history): read it from the start, and send
+    /// again every operation HQ staged but never answered — HQ deduplicates by id, so nothing
+    /// it still has is applied twice.
+    pub(crate) fn reset_feed(&mut self, feed_id: u64, now: i64) -> Result<Refusable, StoreError> {
+        let code = OpState::Uploaded.code();
+        let mut seqs = Vec::new();
+        for entry in self
+            .by_state
+            .range((code, 0)..=(code, u64::MAX))
+            .map_err(StoreError::db)?
+        {
+            seqs.push(entry.map_err(StoreError::db)?.0.value().1);
+        }
+        let mut moved = 0;
+        for seq in seqs {
+            let Some(bytes) = self.ops.get(seq).map_err(StoreError::db)? else {
+                continue;
+            };
+            let mut op: crate::domain::Operation = super::schema::decode(bytes.value())?;
+            drop(bytes);
+            self.set_state(&mut op, OpState::Pending, None, now)?;
+            moved += 1;
+        }
+        self.meta
+            .insert(OUTCOME_CURSOR, 0)
+            .map_err(StoreError::db)?;
+        self.meta
+            .insert(OUTCOME_FEED, feed_id)
+            .map_err(StoreError::db)?;
+        Ok(Ok(Outcome::Synced(moved)))
+    }
+
     pub(crate) fn apply_outcomes(
         &mut self,
         outcomes: &[HqOutcome],
         next_cursor: u64,
+        feed_id: u64,
         now: i64,
     ) -> Result<Refusable, StoreError> {
+        self.meta
+            .insert(OUTCOME_FEED, feed_id)
+            .map_err(StoreError::db)?;
         let mut changed = 0;
         for outcome in outcomes {
             let Some(mut op) = self.op_by_id(outcome.id)? else {
@@ -158,13 +198,16 @@ impl Tables<'_> {
 }
 
 impl super::Store {
-    /// The outcome feed cursor last applied.
-    pub fn outcome_cursor(&self) -> Result<u64, StoreError> {
+    /// The outcome feed cursor last applied, and the identity of its feed (0: none yet).
+    pub fn outcome_cursor(&self) -> Result<(u64, u64), StoreError> {
         let tx = self.begin_read()?;
         let meta = tx.open_table(schema::META).map_err(StoreError::db)?;
-        Ok(meta
-            .get(OUTCOME_CURSOR)
-            .map_err(StoreError::db)?
-            .map_or(0, |g| g.value()))
+        let get = |key: &str| -> Result<u64, StoreError> {
+            Ok(meta
+                .get(key)
+                .map_err(StoreError::db)?
+                .map_or(0, |g| g.value()))
+        };
+        Ok((get(OUTCOME_CURSOR)?, get(OUTCOME_FEED)?))
     }
 }

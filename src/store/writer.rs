@@ -94,6 +94,13 @@ pub enum Command {
         outcomes: Vec<HqOutcome>,
         /// The cursor to store.
         next_cursor: u64,
+        /// The identity of the feed the page came from.
+        feed_id: u64,
+    },
+    /// HQ's outcome feed is new: start it over and re-send what HQ never answered.
+    ResetFeed {
+        /// The new feed's identity.
+        feed_id: u64,
     },
 }
 
@@ -283,7 +290,9 @@ pub(crate) fn commit_group(
                 Command::ApplyOutcomes {
                     outcomes,
                     next_cursor,
-                } => t.apply_outcomes(outcomes, *next_cursor, now)?,
+                    feed_id,
+                } => t.apply_outcomes(outcomes, *next_cursor, *feed_id, now)?,
+                Command::ResetFeed { feed_id } => t.reset_feed(*feed_id, now)?,
             };
             results.push(result);
         }

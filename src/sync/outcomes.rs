@@ -125,7 +125,7 @@ impl OutcomePuller {
     async fn pull_once(&mut self) -> Result<bool, (String, Option<Duration>, bool)> {
         let local = |e: String| (e, None, true);
         let store = self.store.clone();
-        let cursor = tokio::task::spawn_blocking(move || store.outcome_cursor())
+        let (cursor, feed) = tokio::task::spawn_blocking(move || store.outcome_cursor())
             .await
             .map_err(|e| local(e.to_string()))?
             .map_err(|e| local(e.to_string()))?;
@@ -137,8 +137,40 @@ impl OutcomePuller {
             .map_err(|e| (e.to_string(), e.retry_after(), e.hq_answered()))?;
         self.status
             .outcomes_ok(started.elapsed().as_millis() as u64);
+        if feed != 0 && page.feed_id != feed {
+            // HQ lost its history: our cursor means nothing in the new feed.
+            let reset = Command::ResetFeed {
+                feed_id: page.feed_id,
+            };
+            let moved = self
+                .writer
+                .execute(reset)
+                .await
+                .map_err(|e| local(e.to_string()))?;
+            let moved = match moved {
+                crate::store::Outcome::Synced(n) => n,
+                _ => 0,
+            };
+            tracing::warn!(
+                requeued = moved,
+                "HQ's outcome feed is new (HQ lost its history); re-reading it and re-sending unanswered operations"
+            );
+            return Ok(true);
+        }
         let count = page.outcomes.len();
         if count == 0 {
+            if feed == 0 && page.feed_id != 0 {
+                // Remember which feed the cursor belongs to, even before any outcome.
+                let first = Command::ApplyOutcomes {
+                    outcomes: Vec::new(),
+                    next_cursor: cursor,
+                    feed_id: page.feed_id,
+                };
+                self.writer
+                    .execute(first)
+                    .await
+                    .map_err(|e| local(e.to_string()))?;
+            }
             return Ok(false);
         }
         let outcomes = page.outcomes.into_iter().map(from_wire).collect();
@@ -146,6 +178,7 @@ impl OutcomePuller {
             .execute(Command::ApplyOutcomes {
                 outcomes,
                 next_cursor: page.next_cursor,
+                feed_id: page.feed_id,
             })
             .await
             .map_err(|e| local(e.to_string()))?;

@@ -242,6 +242,8 @@ pub struct HqModel {
     max_rows: usize,
     max_feed: usize,
     max_customers: usize,
+    /// Identity of the outcome feeds; new for every fresh model.
+    feed_id: u64,
 }
 
 impl Default for HqModel {
@@ -273,7 +275,14 @@ impl HqModel {
             max_rows,
             max_feed,
             max_customers: DEFAULT_MAX_CUSTOMERS,
+            // Random: a restarted emulator has forgotten everything, and must say so.
+            feed_id: rand::random::<u64>().max(1),
         }
+    }
+
+    /// The identity of this HQ's outcome feeds (see [`OutcomePage::feed_id`]).
+    pub fn feed_id(&self) -> u64 {
+        self.feed_id
     }
 
     /// Stages a batch: one result per operation, in request order. Idempotent by operation id.
@@ -748,6 +757,7 @@ impl HqModel {
         OutcomePage {
             outcomes,
             next_cursor,
+            feed_id: self.feed_id,
         }
     }
 
