@@ -41,6 +41,8 @@ pub struct AppState {
     pub realtime: crate::sync::realtime::Realtime,
     /// Who this node is.
     pub identity: Identity,
+    /// When it started and where its store file is, for diagnostics.
+    pub runtime: diag::NodeRuntime,
 }
 
 /// The node's identity, as diagnostics report it.
