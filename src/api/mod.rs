@@ -76,6 +76,10 @@ pub fn router(state: AppState) -> Router {
             patch(customers::edit_sub_record),
         )
         .route("/v1/sync/operations", get(sync_status::list))
+        .route(
+            "/v1/sync/operations/resync-failed",
+            post(sync_status::resync_failed),
+        )
         .route("/v1/sync/upload", post(sync_status::upload_now))
         .route("/v1/cdx/refresh", post(diag::cdx_refresh))
         .route("/diag", get(diag::report))
