@@ -5,6 +5,7 @@ pub mod customers;
 pub mod diag;
 pub mod error;
 pub mod json;
+pub mod page;
 pub mod sync_status;
 pub mod writes;
 
@@ -59,6 +60,7 @@ pub fn router(state: AppState) -> Router {
     let limits = state.limits.clone();
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/", get(page::index))
         .route(
             "/v1/customers",
             post(customers::create).get(customers::search),
