@@ -448,10 +448,41 @@ async fn a_technician_fixes_a_failed_operation_in_the_browser() {
     .await;
     b.screenshot(&screenshot_path("diagnostics-page-fixed.png"))
         .await;
+
+    // Another refused customer; this time the cause is fixed at HQ, and "Re-sync all failed"
+    // sends it through with the edit held behind it.
+    let (_, create2, edit2) = h.poison_customer("Kati").await;
+    let failed_row2 = format!("#ops-body tr[data-operation-id=\"{create2}\"][data-state=failed]");
+    b.wait_for(
+        &format!("!!document.querySelector('{failed_row2}')"),
+        "the second failed operation on the page",
+        Duration::from_secs(60),
+    )
+    .await;
+    h.wait_states(&[(&edit2, "held")], Duration::from_secs(30))
+        .await;
+    h.hq_faults(json!({})).await;
+    b.click("#resync-all").await;
+    b.wait_for(
+        "document.querySelector('#message.done')?.textContent.includes('1 queued again')",
+        "the re-sync-all answer",
+        wait,
+    )
+    .await;
+    for id in [&create2, &edit2] {
+        b.wait_for(
+            &format!(
+                "!!document.querySelector('#watched-body tr[data-operation-id=\"{id}\"][data-state=completed]')"
+            ),
+            &format!("operation {id} shown completed"),
+            Duration::from_secs(60),
+        )
+        .await;
+    }
     drop(b);
 
     // Cross-check through the API and at HQ.
-    for id in [&create, &edit] {
+    for id in [&create, &edit, &create2, &edit2] {
         assert_eq!(h.state_of(id).await, "completed");
     }
     let mine = h.api.customer(&customer).await;
