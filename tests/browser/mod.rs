@@ -202,6 +202,14 @@ impl Browser {
         self.send(Some(&session), method, params).await
     }
 
+    /// Sends `headers` with every request the page makes from now on (e.g. `Authorization`
+    /// for a node that requires credentials, as a browser would after a login prompt).
+    pub async fn set_extra_headers(&mut self, headers: Value) {
+        self.call("Network.enable", json!({})).await;
+        self.call("Network.setExtraHTTPHeaders", json!({"headers": headers}))
+            .await;
+    }
+
     /// Opens `url` and waits until it has loaded.
     pub async fn goto(&mut self, url: &str) {
         let nav = self.call("Page.navigate", json!({"url": url})).await;
