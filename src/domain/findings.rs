@@ -227,11 +227,11 @@ fn hq_findings(facts: &Facts, limits: &Thresholds, out: &mut Vec<Finding>) {
             out.push(Finding::new(
                 Severity::Warning,
                 format!(
-                    "HQ is unreachable{}: {} wait safely in the queue",
+                    "HQ is unreachable{}: {} safely in the queue",
                     facts
                         .hq_last_answer_ms
                         .map_or_else(String::new, |t| format!(" since {}", rfc3339(t))),
-                    count(facts.pending, "operation", "operations")
+                    count(facts.pending, "operation waits", "operations wait")
                 ),
                 "check the store's WAN link; the till keeps working meanwhile",
             ));
@@ -250,22 +250,38 @@ fn hq_findings(facts: &Facts, limits: &Thresholds, out: &mut Vec<Finding>) {
 }
 
 fn cdx_findings(facts: &Facts, limits: &Thresholds, out: &mut Vec<Finding>) {
+    // Jobs never received are one finding: the fix is the same for all of them.
+    let missing: Vec<String> = facts
+        .jobs
+        .iter()
+        .filter(|j| j.received_at_ms.is_none())
+        .map(|j| j.job.to_string())
+        .collect();
+    match missing.as_slice() {
+        [] => {}
+        [one] => out.push(Finding::new(
+            Severity::Problem,
+            format!("job {one} has not reached this store"),
+            RUN_JOBS,
+        )),
+        [first @ .., last] => out.push(Finding::new(
+            Severity::Problem,
+            format!(
+                "jobs {} and {last} have not reached this store",
+                first.join(", ")
+            ),
+            RUN_JOBS,
+        )),
+    }
     for job in &facts.jobs {
-        match job.received_at_ms {
-            None => out.push(Finding::new(
-                Severity::Problem,
-                format!("job {} has not reached this store", job.job),
-                RUN_JOBS,
-            )),
-            Some(at) => {
-                let age = facts.now_ms.saturating_sub(at);
-                if age > limits.cdx_age_ms {
-                    out.push(Finding::new(
-                        Severity::Warning,
-                        format!("job {} is {} old", job.job, human_age(age)),
-                        RUN_JOBS,
-                    ));
-                }
+        if let Some(at) = job.received_at_ms {
+            let age = facts.now_ms.saturating_sub(at);
+            if age > limits.cdx_age_ms {
+                out.push(Finding::new(
+                    Severity::Warning,
+                    format!("job {} is {} old", job.job, human_age(age)),
+                    RUN_JOBS,
+                ));
             }
         }
     }
@@ -710,7 +726,7 @@ mod tests {
     }
 
     #[test]
-    fn nothing_held_yet_is_reported_per_job() {
+    fn jobs_never_received_are_one_finding() {
         let mut facts = fine();
         for j in &mut facts.jobs {
             j.received_at_ms = None;
@@ -719,10 +735,28 @@ mod tests {
         let found = findings(&facts, &Thresholds::default());
         let jobs: Vec<&str> = found
             .iter()
-            .filter(|f| f.message.ends_with("has not reached this store"))
+            .filter(|f| f.message.ends_with("not reached this store"))
             .map(|f| f.message.as_str())
             .collect();
-        assert_eq!(jobs.len(), 3, "{found:#?}");
+        assert_eq!(
+            jobs,
+            ["jobs 1010, 1070 and 1110 have not reached this store"],
+            "{found:#?}"
+        );
+    }
+
+    #[test]
+    fn one_waiting_operation_reads_well() {
+        let mut facts = fine();
+        facts.pending = 1;
+        facts.hq_reachable = Some(false);
+        let found = findings(&facts, &Thresholds::default());
+        assert!(
+            found
+                .iter()
+                .any(|f| f.message.ends_with("1 operation waits safely in the queue")),
+            "{found:#?}"
+        );
     }
 
     #[test]
