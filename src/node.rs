@@ -99,6 +99,7 @@ impl Node {
                 store_id: config.node.store_id.clone(),
                 channel_id: config.node.channel_id.clone(),
             },
+            runtime: api::diag::NodeRuntime::starting_now(config.store_path()),
         });
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(

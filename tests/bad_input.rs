@@ -808,7 +808,9 @@ async fn unknown_things_and_bad_parameters_are_named() {
             (400, "limit", "range"),
         ),
         // Unknown routes and wrong methods.
-        case(Method::GET, "/", None, (404, "path", "exists")),
+        // `/` is the diagnostics page; it takes GET only.
+        case(Method::GET, "/index.html", None, (404, "path", "exists")),
+        case(Method::POST, "/", None, (405, "method", "allowed_method")),
         case(Method::GET, "/v2/customers", None, (404, "path", "exists")),
         case(
             Method::POST,

@@ -1,5 +1,9 @@
 //! Diagnostics for a field technician: the queue, the link to HQ, the configuration held per
-//! CDX job and what the node concludes from it, and every real-time call with its reason.
+//! CDX job and what the node concludes from it, every real-time call with its reason, the
+//! store file and its disk, and findings in plain words with what to do.
+
+use std::path::PathBuf;
+use std::time::Instant;
 
 use axum::Json;
 use axum::extract::State;
@@ -9,9 +13,58 @@ use serde::Serialize;
 use super::AppState;
 use super::error::ApiError;
 use crate::domain::features::FeatureId;
+use crate::domain::findings::{self, Facts, JobFact, Thresholds};
 use crate::domain::mode::{Intent, decide};
-use crate::domain::rfc3339;
+use crate::domain::{OpState, RecordKind, rfc3339};
 use crate::store::now_ms;
+
+/// Most operations one report reads to count the queue by record kind (the counts by state
+/// are exact whatever the size; past this the by-kind counts say they are partial).
+const MAX_KIND_SCAN: usize = 100_000;
+
+/// What diagnostics know of the running node beyond its store: when it started and where its
+/// file lives.
+#[derive(Clone, Debug)]
+pub struct NodeRuntime {
+    /// When the node started (Unix ms), for display.
+    pub started_at_ms: i64,
+    /// When the node started, for the uptime (monotonic).
+    pub started: Instant,
+    /// The store file.
+    pub store_path: PathBuf,
+}
+
+impl NodeRuntime {
+    /// A node starting now with its store at `store_path`.
+    pub fn starting_now(store_path: PathBuf) -> Self {
+        NodeRuntime {
+            started_at_ms: now_ms(),
+            started: Instant::now(),
+            store_path,
+        }
+    }
+}
+
+/// The store file and the disk it is on.
+#[derive(Serialize)]
+struct StoreReport {
+    path: String,
+    file_bytes: Option<u64>,
+    disk_free_bytes: Option<u64>,
+    disk_total_bytes: Option<u64>,
+}
+
+fn store_report(path: &std::path::Path) -> StoreReport {
+    // Sizes are best effort: a report without them is still worth having.
+    let file_bytes = std::fs::metadata(path).ok().map(|m| m.len());
+    let disk = fs4::statvfs(path).ok();
+    StoreReport {
+        path: path.display().to_string(),
+        file_bytes,
+        disk_free_bytes: disk.as_ref().map(fs4::FsStats::available_space),
+        disk_total_bytes: disk.as_ref().map(fs4::FsStats::total_space),
+    }
+}
 
 #[derive(Serialize)]
 struct JobReport {
@@ -34,11 +87,13 @@ struct FeatureReport {
 /// `GET /diag`: the report as JSON.
 pub async fn report(State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let store = app.store.clone();
-    let (counts, jobs, held) = tokio::task::spawn_blocking(move || {
+    let path = app.runtime.store_path.clone();
+    let (stats, jobs, held, file) = tokio::task::spawn_blocking(move || {
         Ok::<_, crate::store::StoreError>((
-            store.operation_counts()?,
+            store.queue_stats(MAX_KIND_SCAN)?,
             store.cdx_jobs()?,
             store.held_config()?,
+            store_report(&path),
         ))
     })
     .await
@@ -50,6 +105,51 @@ pub async fn report(State(app): State<AppState>) -> Result<Json<serde_json::Valu
         )
     })??;
     let now = now_ms();
+    let sync = app.sync.status.snapshot();
+    let cdx_status = app.cdx.status();
+    let realtime = app.realtime.stats();
+    let in_flight = app.realtime.in_flight();
+    let create = decide(&held, Intent::Create);
+    let edit = decide(&held, Intent::Edit);
+
+    let count = |state: OpState| stats.by_state.get(&state).copied().unwrap_or(0);
+    let facts = Facts {
+        now_ms: now,
+        started_at_ms: app.runtime.started_at_ms,
+        pending: count(OpState::Pending),
+        failed: count(OpState::Failed),
+        held: count(OpState::Held),
+        oldest_pending_ms: stats.oldest_pending_ms,
+        hq_reachable: sync.hq_reachable,
+        hq_last_answer_ms: sync.last_upload_success_ms.max(sync.last_outcome_pull_ms),
+        upload_error: (sync.consecutive_failures > 0)
+            .then(|| sync.last_upload_error.clone())
+            .flatten(),
+        cdx_error: cdx_status
+            .last_failure_ms
+            .filter(|f| cdx_status.last_success_ms.is_none_or(|s| f > &s))
+            .and(cdx_status.last_error.clone()),
+        jobs: jobs
+            .iter()
+            .map(|j| JobFact {
+                job: j.job,
+                received_at_ms: j.held.as_ref().map(|h| h.received_at_ms),
+            })
+            .collect(),
+        create_mode: create.clone(),
+        edit_mode: edit.clone(),
+        realtime_calls: realtime.calls,
+        realtime_fallbacks: realtime.fallbacks,
+        features: held
+            .global
+            .as_ref()
+            .map(|g| FeatureId::ALL.map(|f| g.value.effective(f)).to_vec())
+            .unwrap_or_default(),
+        disk_free_bytes: file.disk_free_bytes,
+        disk_total_bytes: file.disk_total_bytes,
+    };
+    let findings = findings::findings(&facts, &Thresholds::default());
+
     let jobs: Vec<JobReport> = jobs
         .into_iter()
         .map(|j| JobReport {
@@ -75,25 +175,71 @@ pub async fn report(State(app): State<AppState>) -> Result<Json<serde_json::Valu
             }
         })
         .collect();
-    let queue: serde_json::Map<String, serde_json::Value> = counts
+    let mut queue: serde_json::Map<String, serde_json::Value> = OpState::ALL
         .into_iter()
-        .map(|(state, n)| (state.as_str().to_string(), n.into()))
+        .map(|state| (state.as_str().to_string(), count(state).into()))
         .collect();
+    let by_kind: serde_json::Map<String, serde_json::Value> = RecordKind::ALL
+        .into_iter()
+        .map(|kind| {
+            let states: serde_json::Map<String, serde_json::Value> = OpState::ALL
+                .into_iter()
+                .map(|state| {
+                    let n = stats.by_kind.get(&(kind, state)).copied().unwrap_or(0);
+                    (state.as_str().to_string(), n.into())
+                })
+                .collect();
+            (kind.as_str().to_string(), states.into())
+        })
+        .collect();
+    queue.insert("in_flight".into(), in_flight.into());
+    queue.insert(
+        "completed_not_pruned".into(),
+        count(OpState::Completed).into(),
+    );
+    queue.insert("by_kind".into(), by_kind.into());
+    queue.insert("by_kind_complete".into(), stats.complete.into());
+    queue.insert(
+        "oldest_pending_since".into(),
+        stats.oldest_pending_ms.map(rfc3339).into(),
+    );
+    queue.insert(
+        "oldest_pending_age_secs".into(),
+        stats
+            .oldest_pending_ms
+            .map(|t| (now - t).max(0) / 1000)
+            .into(),
+    );
+    let hq = serde_json::json!({
+        "reachable": sync.hq_reachable,
+        "latency_ms": sync.hq_latency_ms,
+        "last_contact_at": facts.hq_last_answer_ms.map(rfc3339),
+        "last_upload_attempt_at": sync.last_upload_attempt_ms.map(rfc3339),
+        "last_upload_success_at": sync.last_upload_success_ms.map(rfc3339),
+        "last_upload_error": sync.last_upload_error,
+        "consecutive_failures": sync.consecutive_failures,
+    });
     Ok(Json(serde_json::json!({
         "node": {
             "store_id": app.identity.store_id,
             "channel_id": app.identity.channel_id,
             "version": env!("CARGO_PKG_VERSION"),
         },
+        "started_at": rfc3339(app.runtime.started_at_ms),
+        "uptime_secs": app.runtime.started.elapsed().as_secs(),
+        "now": rfc3339(now),
+        "findings": findings,
         "queue": queue,
-        "sync": app.sync.status.snapshot(),
-        "cdx": { "jobs": jobs, "downloader": app.cdx.status() },
+        "hq": hq,
+        "sync": sync,
+        "cdx": { "jobs": jobs, "downloader": cdx_status },
         "features": features,
         "mode": {
-            "create": decide(&held, Intent::Create),
-            "edit": decide(&held, Intent::Edit),
+            "create": create,
+            "edit": edit,
         },
-        "realtime": app.realtime.stats(),
+        "realtime": realtime,
+        "store": file,
     })))
 }
 

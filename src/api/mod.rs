@@ -5,6 +5,7 @@ pub mod customers;
 pub mod diag;
 pub mod error;
 pub mod json;
+pub mod page;
 pub mod sync_status;
 pub mod writes;
 
@@ -41,6 +42,8 @@ pub struct AppState {
     pub realtime: crate::sync::realtime::Realtime,
     /// Who this node is.
     pub identity: Identity,
+    /// When it started and where its store file is, for diagnostics.
+    pub runtime: diag::NodeRuntime,
 }
 
 /// The node's identity, as diagnostics report it.
@@ -57,6 +60,7 @@ pub fn router(state: AppState) -> Router {
     let limits = state.limits.clone();
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/", get(page::index))
         .route(
             "/v1/customers",
             post(customers::create).get(customers::search),
@@ -74,6 +78,10 @@ pub fn router(state: AppState) -> Router {
             patch(customers::edit_sub_record),
         )
         .route("/v1/sync/operations", get(sync_status::list))
+        .route(
+            "/v1/sync/operations/resync-failed",
+            post(sync_status::resync_failed),
+        )
         .route("/v1/sync/upload", post(sync_status::upload_now))
         .route("/v1/cdx/refresh", post(diag::cdx_refresh))
         .route("/diag", get(diag::report))

@@ -203,6 +203,8 @@ pub async fn resync(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = parse_id(&id)?;
     let outcome = app.writer.execute(Command::Resync { id }).await?;
+    // The operator wants it at HQ now, not at the next interval.
+    app.sync.sync_now();
     updated(outcome, "operation queued again")
 }
 
@@ -232,4 +234,68 @@ pub async fn upload_now(State(app): State<AppState>) -> (StatusCode, Json<serde_
         StatusCode::ACCEPTED,
         Json(serde_json::json!({ "status": "upload requested" })),
     )
+}
+
+/// `POST /v1/sync/operations/resync-failed`: queue every failed operation again (and release
+/// the operations held behind each), at most `limits.max_page` per call; the answer says how
+/// many were queued, which were skipped and why, and how many are still failed.
+pub async fn resync_failed(
+    State(app): State<AppState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let store = app.store.clone();
+    let limit = app.limits.max_page;
+    let failed = tokio::task::spawn_blocking(move || {
+        store.operations(&OpFilter {
+            state: Some(OpState::Failed),
+            after_seq: None,
+            limit,
+        })
+    })
+    .await
+    .map_err(blocking_err)??;
+    // Sent together so the writer commits them in a few group commits, not one by one.
+    let results = futures_util::future::join_all(
+        failed
+            .iter()
+            .map(|op| app.writer.execute(Command::Resync { id: op.id })),
+    )
+    .await;
+    let mut resynced = 0u64;
+    let mut skipped = Vec::new();
+    let mut store_error = None;
+    for (op, result) in failed.iter().zip(results) {
+        match result {
+            Ok(_) => resynced += 1,
+            // Another operator got there first (it is no longer failed): not an error.
+            Err(crate::store::writer::WriteError::Command(e)) => skipped.push(serde_json::json!({
+                "operation_id": op.id.to_string(),
+                "reason": e.to_string(),
+            })),
+            Err(e) => store_error = Some(e),
+        }
+    }
+    tracing::info!(
+        resynced,
+        skipped = skipped.len(),
+        "failed operations queued again by an operator"
+    );
+    if let Some(e) = store_error {
+        return Err(e.into());
+    }
+    let store = app.store.clone();
+    let remaining = tokio::task::spawn_blocking(move || store.operation_counts())
+        .await
+        .map_err(blocking_err)??
+        .into_iter()
+        .find(|(state, _)| *state == OpState::Failed)
+        .map_or(0, |(_, n)| n);
+    if resynced > 0 {
+        // The operator wants them at HQ now, not at the next interval.
+        app.sync.sync_now();
+    }
+    Ok(Json(serde_json::json!({
+        "resynced": resynced,
+        "skipped": skipped,
+        "remaining_failed": remaining,
+    })))
 }

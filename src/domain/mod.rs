@@ -2,6 +2,7 @@
 
 pub mod customer;
 pub mod features;
+pub mod findings;
 pub mod mode;
 pub mod operation;
 pub mod search;

@@ -6,6 +6,7 @@ pub mod hq_sync;
 pub mod prune;
 pub mod read;
 pub mod schema;
+pub mod stats;
 pub(crate) mod tables;
 pub mod writer;
 

@@ -34,6 +34,16 @@ impl InFlight {
     pub fn contains(&self, id: &OperationId) -> bool {
         self.set().contains(id)
     }
+
+    /// How many real-time calls are under way.
+    pub fn len(&self) -> usize {
+        self.set().len()
+    }
+
+    /// Whether no real-time call is under way.
+    pub fn is_empty(&self) -> bool {
+        self.set().is_empty()
+    }
 }
 
 /// One real-time call, for diagnostics (no customer data).
@@ -126,6 +136,11 @@ impl Realtime {
             in_flight,
             stats: Arc::default(),
         }
+    }
+
+    /// Real-time calls under way now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
     }
 
     /// Counters and the latest calls.
