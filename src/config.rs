@@ -484,6 +484,40 @@ data_dir = "./data"
     }
 
     #[test]
+    fn token_entries_are_checked_and_named_by_index() {
+        let entry = |name: &str, hash: &str| {
+            format!("[[auth.tokens]]\nname = \"{name}\"\nrole = \"pos\"\nsha256 = \"{hash}\"\n")
+        };
+        let good = "ab".repeat(32);
+        let c = load(&format!("{MINIMAL}{}", entry("till-1", &good)), &[]).unwrap();
+        assert_eq!(c.auth.tokens[0].role, Role::Pos);
+        let e = load(&format!("{MINIMAL}{}", entry("till-1", "abc")), &[]).unwrap_err();
+        assert!(e.to_string().contains("auth.tokens[0].sha256"), "{e}");
+        let twice = format!(
+            "{MINIMAL}{}{}",
+            entry("a", &good),
+            entry("a", &"cd".repeat(32))
+        );
+        let e = load(&twice, &[]).unwrap_err();
+        assert!(e.to_string().contains("auth.tokens[1].name"), "{e}");
+        let same = format!(
+            "{MINIMAL}{}{}",
+            entry("a", &good),
+            entry("b", &good.to_uppercase())
+        );
+        let e = load(&same, &[]).unwrap_err();
+        assert!(e.to_string().contains("auth.tokens[1].sha256"), "{e}");
+        let e = load(&format!("{MINIMAL}{}", entry("till 1", &good)), &[]).unwrap_err();
+        assert!(e.to_string().contains("auth.tokens[0].name"), "{e}");
+        let bad_role = format!(
+            "{MINIMAL}[[auth.tokens]]\nname = \"x\"\nrole = \"admin\"\nsha256 = \"{good}\"\n"
+        );
+        assert!(load(&bad_role, &[]).is_err());
+        let e = load(&format!("{MINIMAL}[limits]\nmax_connections = 0\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("limits.max_connections"), "{e}");
+    }
+
+    #[test]
     fn shipped_config_is_valid() {
         let text = include_str!("../config/outpost.toml");
         load(text, &[]).unwrap();

@@ -267,7 +267,9 @@ pub async fn require(
     match caller {
         Err(refusal) => {
             tracing::debug!(route = route_label, %method, ?refusal, "request refused: no valid token");
-            let basic = method == Method::GET && route.as_deref() == Some("/");
+            // The raw path: `/` is the diagnostics page a browser opens, whichever branch of
+            // the router serves it.
+            let basic = method == Method::GET && request.uri().path() == "/";
             drain(request).await;
             unauthorized(refusal, basic)
         }

@@ -111,6 +111,15 @@ pub async fn scrape(State(app): State<AppState>) -> Result<Response, ApiError> {
         m.counter(names::UPLOAD_OPERATIONS, &[("result", result)])
             .absolute(n);
     }
+    let outcomes = [
+        ("completed", sync.outcomes_completed),
+        ("failed", sync.outcomes_failed),
+        ("held", sync.outcomes_held),
+    ];
+    for (result, n) in outcomes {
+        m.counter(names::HQ_OUTCOMES, &[("result", result)])
+            .absolute(n);
+    }
     m.gauge(names::UPLOAD_CONSECUTIVE_FAILURES, &[])
         .set(sync.consecutive_failures as f64);
     if let Some(at) = sync.last_upload_success_ms {

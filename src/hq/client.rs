@@ -350,7 +350,12 @@ impl HqClient {
         if let Some(metrics) = &self.metrics {
             // "cdx 1010" -> "cdx_1010": label values stay identifier-like.
             let kind = what.replace(' ', "_");
-            metrics.hq_request(&kind, answer.is_ok(), started.elapsed());
+            let outcome = match &answer {
+                Ok(a) if a.status.is_success() => "ok",
+                Ok(_) => "error",
+                Err(_) => "no_answer",
+            };
+            metrics.hq_request(&kind, outcome, started.elapsed());
         }
         answer
     }

@@ -34,6 +34,12 @@ pub struct SyncSnapshot {
     pub retries: u64,
     /// Operations sent in batches that failed and will be sent again.
     pub operations_retried: u64,
+    /// Outcomes read from HQ's feed: operations HQ completed.
+    pub outcomes_completed: u64,
+    /// Outcomes read from HQ's feed: operations HQ's sync job failed.
+    pub outcomes_failed: u64,
+    /// Outcomes read from HQ's feed: operations HQ holds behind a failed one.
+    pub outcomes_held: u64,
     /// Operations in the batch being sent (counted as retried if it fails).
     #[serde(skip)]
     pub batch_in_flight: u64,
@@ -100,6 +106,15 @@ impl SyncStatus {
             s.last_outcome_pull_ms = Some(now_ms());
             s.hq_reachable = Some(true);
             s.hq_latency_ms = Some(latency_ms);
+        });
+    }
+
+    /// A page of outcomes was applied.
+    pub fn outcomes_applied(&self, completed: u64, failed: u64, held: u64) {
+        self.update(|s| {
+            s.outcomes_completed += completed;
+            s.outcomes_failed += failed;
+            s.outcomes_held += held;
         });
     }
 

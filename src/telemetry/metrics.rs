@@ -51,6 +51,8 @@ pub mod names {
     pub const UPLOAD_BATCHES: &str = "outpost_upload_batches_total";
     /// Uploaded operations, by result.
     pub const UPLOAD_OPERATIONS: &str = "outpost_upload_operations_total";
+    /// Outcomes read from HQ's feed, by result.
+    pub const HQ_OUTCOMES: &str = "outpost_hq_outcomes_total";
     /// Upload failures since the last success.
     pub const UPLOAD_CONSECUTIVE_FAILURES: &str = "outpost_upload_consecutive_failures";
     /// When an upload last succeeded.
@@ -69,7 +71,7 @@ pub mod names {
     pub const BUILD_INFO: &str = "outpost_build_info";
 
     /// Every counter, with its help text.
-    pub const COUNTERS: [(&str, &str); 5] = [
+    pub const COUNTERS: [(&str, &str); 6] = [
         (
             HTTP_REQUESTS,
             "HTTP requests answered, by route template, method and status.",
@@ -85,6 +87,10 @@ pub mod names {
         (
             UPLOAD_OPERATIONS,
             "Operations sent to HQ: ok = staged, retried = in a batch that failed and will be sent again, failed = refused by HQ.",
+        ),
+        (
+            HQ_OUTCOMES,
+            "Outcomes read from HQ's feed: completed, failed (HQ's sync job refused the record), held (behind a failed one).",
         ),
         (
             REALTIME_CALLS,
@@ -138,7 +144,7 @@ pub mod names {
         ),
         (
             HQ_DURATION,
-            "Time HQ took to answer a request (or to fail), by request kind and outcome.",
+            "Time HQ took to answer a request, by request kind and outcome (ok = 2xx, error = another status, no_answer = unreachable or timed out).",
         ),
     ];
 }
@@ -288,9 +294,9 @@ impl Metrics {
         self.inner.header_timeouts.increment(1);
     }
 
-    /// HQ answered (`answered`) or failed to answer a request of kind `request`.
-    pub fn hq_request(&self, request: &str, answered: bool, elapsed: Duration) {
-        let outcome = if answered { "answered" } else { "no_answer" };
+    /// A request of kind `request` to HQ ended: `ok` (2xx), `error` (another status) or
+    /// `no_answer` (unreachable, timed out, or the answer was lost).
+    pub fn hq_request(&self, request: &str, outcome: &'static str, elapsed: Duration) {
         self.histogram(
             names::HQ_DURATION,
             &[("request", request), ("outcome", outcome)],
