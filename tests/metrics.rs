@@ -357,10 +357,13 @@ async fn metrics_cover_queue_uploads_hq_cdx_real_time_and_http_by_route() {
         m.value("outpost_queue_oldest_pending_age_seconds", &[]),
         0.0
     );
+    // Requests are timed once answered: the first scrape is in the second.
+    let m = scrape(&tech).await;
     assert_eq!(
         m.types["outpost_http_request_duration_seconds"],
         "histogram"
     );
+    assert_eq!(m.types["outpost_http_requests_total"], "counter");
 
     // Real time (HQ holds no configuration): applied, then a fallback while HQ is down.
     till.post("/v1/customers", &customer("Metric", "Realtime"))

@@ -372,7 +372,8 @@ async fn the_binary_logs_no_pii_or_tokens_at_info_in_json_or_text() {
         .await
         .expect(202);
         bad_input(&till).await;
-        assert_eq!(till.search_refs(EMAIL).await, vec![cref.clone()]);
+        // (HQ is shared by both runs: the first run's customer comes down by CDX too.)
+        assert!(till.search_refs(EMAIL).await.contains(&cref));
         poll(WAIT, "the binary's queue drained", || async {
             tech.all_operations("state=pending", 100)
                 .await
