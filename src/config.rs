@@ -65,6 +65,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Who may call the local API.
+    #[serde(default)]
+    pub auth: AuthConfig,
 }
 
 /// Identity and local serving.
@@ -158,6 +161,11 @@ pub struct Limits {
     pub max_concurrent_requests: usize,
     /// Most results of one search or listing.
     pub max_page: usize,
+    /// Most TCP connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Longest wait for a request's headers (also how long an idle keep-alive connection is
+    /// kept), milliseconds.
+    pub header_read_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -169,6 +177,8 @@ impl Default for Limits {
             request_timeout_ms: 10_000,
             max_concurrent_requests: 1_024,
             max_page: 500,
+            max_connections: 512,
+            header_read_timeout_ms: 5_000,
         }
     }
 }
@@ -217,6 +227,47 @@ impl Default for LogConfig {
             filter: "info".into(),
         }
     }
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// A till: the customer endpoints and reading the sync status.
+    Pos,
+    /// A field technician: everything.
+    Technician,
+}
+
+impl Role {
+    /// The name used in the configuration and in error messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Pos => "pos",
+            Role::Technician => "technician",
+        }
+    }
+}
+
+/// One accepted bearer token, stored as the SHA-256 of the raw token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it, e.g. `till-1`; shown in logs instead of the token.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// SHA-256 of the raw token, 64 hex digits (`outpost hash-token` prints it).
+    pub sha256: String,
+}
+
+/// Who may call the local API. With no tokens the API is open, which the node allows only on
+/// a loopback address.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The accepted tokens.
+    pub tokens: Vec<TokenConfig>,
 }
 
 /// Environment variables that override the file, and the key each one sets.
@@ -290,7 +341,7 @@ impl Config {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(invalid("hq.url", "must be an http or https URL"));
         }
-        let positive: [(&str, u64); 9] = [
+        let positive: [(&str, u64); 11] = [
             ("hq.request_timeout_ms", self.hq.request_timeout_ms),
             ("upload.interval_ms", self.upload.interval_ms),
             ("upload.batch_size", self.upload.batch_size as u64),
@@ -305,6 +356,11 @@ impl Config {
             (
                 "limits.max_concurrent_requests",
                 self.limits.max_concurrent_requests as u64,
+            ),
+            ("limits.max_connections", self.limits.max_connections as u64),
+            (
+                "limits.header_read_timeout_ms",
+                self.limits.header_read_timeout_ms,
             ),
         ];
         for (key, value) in positive {
@@ -323,6 +379,35 @@ impl Config {
         }
         if self.store.cache_bytes < 1024 * 1024 {
             return Err(invalid("store.cache_bytes", "must be at least 1 MiB"));
+        }
+        self.validate_auth()
+    }
+
+    /// Token entries: a name in the code format, 64 hex digits, no name or hash twice.
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let tokens = &self.auth.tokens;
+        for (i, token) in tokens.iter().enumerate() {
+            let key = |field: &str| format!("auth.tokens[{i}].{field}");
+            crate::domain::validation::code("name", &token.name, 64)
+                .map_err(|e| invalid(&key("name"), e.message))?;
+            let hex_ok =
+                token.sha256.len() == 64 && token.sha256.chars().all(|c| c.is_ascii_hexdigit());
+            if !hex_ok {
+                return Err(invalid(
+                    &key("sha256"),
+                    "must be the 64 hex digits of the token's SHA-256 (see `outpost hash-token`)",
+                ));
+            }
+            let earlier = &tokens[..i];
+            if earlier.iter().any(|t| t.name == token.name) {
+                return Err(invalid(&key("name"), "another token has this name"));
+            }
+            if earlier
+                .iter()
+                .any(|t| t.sha256.eq_ignore_ascii_case(&token.sha256))
+            {
+                return Err(invalid(&key("sha256"), "another token has this hash"));
+            }
         }
         Ok(())
     }
@@ -347,6 +432,7 @@ impl Config {
             limits: Limits::default(),
             store: StoreConfig::default(),
             log: LogConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -395,6 +481,40 @@ data_dir = "./data"
         assert!(e.to_string().contains("body_byte"), "{e}");
         let e = load(MINIMAL, &[("OUTPOST_HQ_URL", "ftp://x")]).unwrap_err();
         assert!(e.to_string().contains("hq.url"), "{e}");
+    }
+
+    #[test]
+    fn token_entries_are_checked_and_named_by_index() {
+        let entry = |name: &str, hash: &str| {
+            format!("[[auth.tokens]]\nname = \"{name}\"\nrole = \"pos\"\nsha256 = \"{hash}\"\n")
+        };
+        let good = "ab".repeat(32);
+        let c = load(&format!("{MINIMAL}{}", entry("till-1", &good)), &[]).unwrap();
+        assert_eq!(c.auth.tokens[0].role, Role::Pos);
+        let e = load(&format!("{MINIMAL}{}", entry("till-1", "abc")), &[]).unwrap_err();
+        assert!(e.to_string().contains("auth.tokens[0].sha256"), "{e}");
+        let twice = format!(
+            "{MINIMAL}{}{}",
+            entry("a", &good),
+            entry("a", &"cd".repeat(32))
+        );
+        let e = load(&twice, &[]).unwrap_err();
+        assert!(e.to_string().contains("auth.tokens[1].name"), "{e}");
+        let same = format!(
+            "{MINIMAL}{}{}",
+            entry("a", &good),
+            entry("b", &good.to_uppercase())
+        );
+        let e = load(&same, &[]).unwrap_err();
+        assert!(e.to_string().contains("auth.tokens[1].sha256"), "{e}");
+        let e = load(&format!("{MINIMAL}{}", entry("till 1", &good)), &[]).unwrap_err();
+        assert!(e.to_string().contains("auth.tokens[0].name"), "{e}");
+        let bad_role = format!(
+            "{MINIMAL}[[auth.tokens]]\nname = \"x\"\nrole = \"admin\"\nsha256 = \"{good}\"\n"
+        );
+        assert!(load(&bad_role, &[]).is_err());
+        let e = load(&format!("{MINIMAL}[limits]\nmax_connections = 0\n"), &[]).unwrap_err();
+        assert!(e.to_string().contains("limits.max_connections"), "{e}");
     }
 
     #[test]

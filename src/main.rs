@@ -28,6 +28,15 @@ enum Command {
     Serve,
     /// Run the HQ emulator (state in memory; needs no configuration file).
     HqSim(HqSimArgs),
+    /// Read a token on stdin; print its SHA-256 and an `[[auth.tokens]]` entry for it.
+    HashToken {
+        /// Who will hold the token, e.g. `till-1` (shown in logs instead of the token).
+        #[arg(long, default_value = "till-1")]
+        name: String,
+        /// What the token may do.
+        #[arg(long, default_value = "pos", value_parser = ["pos", "technician"])]
+        role: String,
+    },
 }
 
 /// Options of `outpost hq-sim`.
@@ -62,7 +71,26 @@ fn main() -> anyhow::Result<()> {
             outpost::telemetry::init_logging(&LogConfig::default());
             runtime()?.block_on(hq_sim(args))
         }
+        Command::HashToken { name, role } => hash_token(&name, &role),
     }
+}
+
+/// `outpost hash-token`: the node stores only a token's hash, so the raw token is read from
+/// stdin (not the command line, where `ps` and shell history would keep it).
+fn hash_token(name: &str, role: &str) -> anyhow::Result<()> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the token from stdin")?;
+    let token = line.trim();
+    anyhow::ensure!(
+        token.len() >= 16,
+        "give a random token of at least 16 characters on stdin, e.g. \
+         `openssl rand -hex 32 | tee till-1.token | outpost hash-token --name till-1`"
+    );
+    let hash = outpost::api::auth::hash_token(token);
+    println!("{hash}\n\n[[auth.tokens]]\nname = {name:?}\nrole = {role:?}\nsha256 = {hash:?}");
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

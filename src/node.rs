@@ -1,9 +1,10 @@
 //! A running node: the store, its writer, and the local API, started and stopped together.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
@@ -32,14 +33,28 @@ pub enum NodeError {
     /// A thread or task could not be started or joined.
     #[error("node runtime: {0}")]
     Runtime(String),
+    /// The listen address is reachable from other machines and no token is configured.
+    #[error(
+        "refusing to serve on {listen} without authentication: add at least one token under \
+         `auth.tokens` in the configuration (`outpost hash-token` makes one), or listen on a \
+         loopback address"
+    )]
+    Unprotected {
+        /// The listen address.
+        listen: SocketAddr,
+    },
+    /// The token configuration cannot be used.
+    #[error(transparent)]
+    Auth(#[from] crate::api::auth::AuthError),
 }
 
 /// A node serving on its listen address. Stop it with [`Node::shutdown`].
 pub struct Node {
     local_addr: SocketAddr,
     store: Store,
-    stop: oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    server: api::serve::Server,
+    upkeep: tokio::task::JoinHandle<()>,
+    metrics: crate::telemetry::metrics::Metrics,
     sync: SyncTasks,
     writer_thread: std::thread::JoinHandle<()>,
 }
@@ -47,6 +62,21 @@ pub struct Node {
 impl Node {
     /// Opens the store, starts the writer, binds the listener and starts serving.
     pub async fn start(config: &Config) -> Result<Node, NodeError> {
+        // Before anything is opened or bound: a node reachable from the LAN never runs open.
+        let tokens = Arc::new(api::auth::Tokens::from_config(&config.auth)?);
+        if tokens.is_open() {
+            if !config.node.listen.ip().is_loopback() {
+                return Err(NodeError::Unprotected {
+                    listen: config.node.listen,
+                });
+            }
+            tracing::warn!(
+                listen = %config.node.listen,
+                "no auth.tokens configured: the local API is open to every program on this \
+                 machine (allowed on loopback only)"
+            );
+        }
+        let metrics = crate::telemetry::metrics::Metrics::new();
         let path = config.store_path();
         let options = StoreOptions {
             cache_bytes: config.store.cache_bytes,
@@ -73,8 +103,9 @@ impl Node {
             addr: config.node.listen,
             source,
         })?;
-        let client =
-            HqClient::from_config(config).map_err(|e| NodeError::HqClient(e.to_string()))?;
+        let client = HqClient::from_config(config)
+            .map_err(|e| NodeError::HqClient(e.to_string()))?
+            .with_metrics(metrics.clone());
         let sync = SyncTasks::spawn(
             store.clone(),
             writer.clone(),
@@ -100,21 +131,38 @@ impl Node {
                 channel_id: config.node.channel_id.clone(),
             },
             runtime: api::diag::NodeRuntime::starting_now(config.store_path()),
+            auth: tokens,
+            metrics: metrics.clone(),
         });
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .into_future(),
-        );
+        let limits = &config.limits;
+        let header_read_timeout = Duration::from_millis(limits.header_read_timeout_ms);
+        let options = api::serve::ServeOptions {
+            max_connections: limits.max_connections,
+            header_read_timeout,
+            // Every request under way ends within its own timeout; a connection still
+            // waiting for headers, within the header timeout.
+            drain_timeout: Duration::from_millis(limits.request_timeout_ms)
+                + header_read_timeout
+                + Duration::from_secs(1),
+        };
+        let server = api::serve::Server::spawn(listener, app, options, metrics.clone());
+        let upkeep = {
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(crate::telemetry::metrics::UPKEEP_INTERVAL);
+                loop {
+                    tick.tick().await;
+                    metrics.upkeep();
+                }
+            })
+        };
         tracing::info!(%local_addr, store_id = %config.node.store_id, "node serving");
         Ok(Node {
             local_addr,
             store,
-            stop,
             server,
+            upkeep,
+            metrics,
             sync,
             writer_thread,
         })
@@ -135,15 +183,20 @@ impl Node {
         &self.store
     }
 
+    /// This node's metrics registry (for in-process inspection by tests and tools).
+    pub fn metrics(&self) -> &crate::telemetry::metrics::Metrics {
+        &self.metrics
+    }
+
     /// Stops accepting, lets in-flight requests finish, then lets the writer commit what it
     /// holds and stop.
     pub async fn shutdown(self) -> Result<(), NodeError> {
         self.sync.shutdown().await;
-        let _ = self.stop.send(());
         self.server
+            .shutdown()
             .await
-            .map_err(|e| NodeError::Runtime(e.to_string()))?
             .map_err(|e| NodeError::Runtime(e.to_string()))?;
+        self.upkeep.abort();
         // The router (and with it every writer handle) is gone: the writer drains and ends.
         let writer = self.writer_thread;
         tokio::task::spawn_blocking(move || writer.join())

@@ -1,6 +1,8 @@
 //! Logging. Log lines carry operation ids and customer references, never names, e-mails,
 //! phones or tokens.
 
+pub mod metrics;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};

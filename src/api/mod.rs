@@ -1,11 +1,15 @@
 //! The local HTTP API the tills and technicians call. Thin: it parses, checks, and hands work
 //! to the store; every refusal is JSON naming the field and rule.
 
+pub mod auth;
 pub mod customers;
 pub mod diag;
 pub mod error;
 pub mod json;
 pub mod page;
+pub mod metrics;
+pub mod openapi;
+pub mod serve;
 pub mod sync_status;
 pub mod writes;
 
@@ -17,7 +21,7 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, Path};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::routing::{get, patch, post};
+use axum::routing::{MethodRouter, get, patch, post};
 use axum::{Json, Router};
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -44,6 +48,10 @@ pub struct AppState {
     pub identity: Identity,
     /// When it started and where its store file is, for diagnostics.
     pub runtime: diag::NodeRuntime,
+    /// The tokens accepted (none: open, loopback only).
+    pub auth: std::sync::Arc<auth::Tokens>,
+    /// This node's metrics registry.
+    pub metrics: crate::telemetry::metrics::Metrics,
 }
 
 /// The node's identity, as diagnostics report it.
@@ -55,10 +63,33 @@ pub struct Identity {
     pub channel_id: String,
 }
 
-/// Builds the router with its limits: body size, request timeout, concurrency, panic guard.
-pub fn router(state: AppState) -> Router {
-    let limits = state.limits.clone();
-    Router::new()
+/// The router's routes, recorded as they are added, so that the OpenAPI document and the
+/// tests can be checked against exactly what the router serves.
+pub struct Routes {
+    router: Router<AppState>,
+    paths: Vec<&'static str>,
+}
+
+impl Routes {
+    fn new() -> Self {
+        Routes {
+            router: Router::new(),
+            paths: Vec::new(),
+        }
+    }
+
+    /// Adds a route, as `Router::route` does, and records its path.
+    fn route(mut self, path: &'static str, method_router: MethodRouter<AppState>) -> Self {
+        self.paths.push(path);
+        self.router = self.router.route(path, method_router);
+        self
+    }
+}
+
+/// Every route of the local API. Access is decided in `auth::access`: a route added here needs
+/// a technician token until it is listed there.
+fn routes() -> Routes {
+    Routes::new()
         .route("/healthz", get(healthz))
         .route("/", get(page::index))
         .route(
@@ -93,6 +124,25 @@ pub fn router(state: AppState) -> Router {
             "/v1/sync/operations/{operation_id}/sync",
             post(sync_status::resync),
         )
+        .route("/metrics", get(metrics::scrape))
+        .route("/openapi.json", get(openapi::serve))
+}
+
+/// The path template of every route, in declaration order.
+pub fn route_paths() -> Vec<&'static str> {
+    routes().paths
+}
+
+/// Builds the router with its limits: body size, request timeout, concurrency, panic guard;
+/// authentication; and request metrics.
+pub fn router(state: AppState) -> Router {
+    let limits = state.limits.clone();
+    let tokens = state.auth.clone();
+    let metrics = state.metrics.clone();
+    // Layers added later wrap the ones before: a request meets metrics, the panic guard, auth,
+    // then the concurrency limit, timeout and body limit. Every layer sees the matched route.
+    routes()
+        .router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -107,6 +157,7 @@ pub fn router(state: AppState) -> Router {
         .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
             limits.max_concurrent_requests,
         ))
+        .layer(axum::middleware::from_fn_with_state(tokens, auth::require))
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::plain(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -114,6 +165,10 @@ pub fn router(state: AppState) -> Router {
                 "the node hit an internal error; nothing was acknowledged",
             ))
         }))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            metrics::track,
+        ))
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -113,6 +113,8 @@ pub struct HqClient {
     base: Url,
     store_id: String,
     channel_id: String,
+    /// Where request latencies go, when the client belongs to a node.
+    metrics: Option<crate::telemetry::metrics::Metrics>,
 }
 
 impl HqClient {
@@ -147,7 +149,14 @@ impl HqClient {
             base,
             store_id: store_id.into(),
             channel_id: channel_id.into(),
+            metrics: None,
         })
+    }
+
+    /// This client, recording every request's latency in `metrics`.
+    pub fn with_metrics(mut self, metrics: crate::telemetry::metrics::Metrics) -> HqClient {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// A client built from the node configuration (`hq.url`, `hq.request_timeout_ms`, the
@@ -332,6 +341,26 @@ impl HqClient {
     /// Sends one request and reads the answer, whatever its status; fails only when no answer
     /// arrived.
     async fn execute(
+        &self,
+        request: reqwest::RequestBuilder,
+        what: &'static str,
+    ) -> Result<Answer, HqError> {
+        let started = std::time::Instant::now();
+        let answer = self.execute_unmeasured(request, what).await;
+        if let Some(metrics) = &self.metrics {
+            // "cdx 1010" -> "cdx_1010": label values stay identifier-like.
+            let kind = what.replace(' ', "_");
+            let outcome = match &answer {
+                Ok(a) if a.status.is_success() => "ok",
+                Ok(_) => "error",
+                Err(_) => "no_answer",
+            };
+            metrics.hq_request(&kind, outcome, started.elapsed());
+        }
+        answer
+    }
+
+    async fn execute_unmeasured(
         &self,
         request: reqwest::RequestBuilder,
         what: &'static str,

@@ -173,6 +173,14 @@ impl OutcomePuller {
             }
             return Ok(false);
         }
+        let tally = |status: OutcomeStatus| {
+            page.outcomes.iter().filter(|o| o.status == status).count() as u64
+        };
+        let verdicts = [
+            tally(OutcomeStatus::Completed),
+            tally(OutcomeStatus::Failed),
+            tally(OutcomeStatus::Held),
+        ];
         let outcomes = page.outcomes.into_iter().map(from_wire).collect();
         self.writer
             .execute(Command::ApplyOutcomes {
@@ -182,6 +190,8 @@ impl OutcomePuller {
             })
             .await
             .map_err(|e| local(e.to_string()))?;
+        let [completed, failed, held] = verdicts;
+        self.status.outcomes_applied(completed, failed, held);
         tracing::info!(count, cursor = page.next_cursor, "HQ outcomes applied");
         Ok(count == self.page)
     }

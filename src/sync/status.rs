@@ -32,6 +32,17 @@ pub struct SyncSnapshot {
     pub operations_refused: u64,
     /// Failed attempts that will be retried.
     pub retries: u64,
+    /// Operations sent in batches that failed and will be sent again.
+    pub operations_retried: u64,
+    /// Outcomes read from HQ's feed: operations HQ completed.
+    pub outcomes_completed: u64,
+    /// Outcomes read from HQ's feed: operations HQ's sync job failed.
+    pub outcomes_failed: u64,
+    /// Outcomes read from HQ's feed: operations HQ holds behind a failed one.
+    pub outcomes_held: u64,
+    /// Operations in the batch being sent (counted as retried if it fails).
+    #[serde(skip)]
+    pub batch_in_flight: u64,
     /// Failures since the last success.
     pub consecutive_failures: u64,
 }
@@ -55,9 +66,12 @@ impl SyncStatus {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// An upload is about to be sent.
-    pub fn upload_attempt(&self) {
-        self.update(|s| s.last_upload_attempt_ms = Some(now_ms()));
+    /// An upload of `operations` operations is about to be sent.
+    pub fn upload_attempt(&self, operations: u64) {
+        self.update(|s| {
+            s.last_upload_attempt_ms = Some(now_ms());
+            s.batch_in_flight = operations;
+        });
     }
 
     /// HQ answered an upload.
@@ -70,6 +84,7 @@ impl SyncStatus {
             s.hq_reachable = Some(true);
             s.hq_latency_ms = Some(latency_ms);
             s.consecutive_failures = 0;
+            s.batch_in_flight = 0;
         });
     }
 
@@ -78,6 +93,8 @@ impl SyncStatus {
         self.update(|s| {
             s.last_upload_error = Some(error);
             s.retries += 1;
+            s.operations_retried += s.batch_in_flight;
+            s.batch_in_flight = 0;
             s.consecutive_failures += 1;
             s.hq_reachable = Some(hq_answered);
         });
@@ -89,6 +106,15 @@ impl SyncStatus {
             s.last_outcome_pull_ms = Some(now_ms());
             s.hq_reachable = Some(true);
             s.hq_latency_ms = Some(latency_ms);
+        });
+    }
+
+    /// A page of outcomes was applied.
+    pub fn outcomes_applied(&self, completed: u64, failed: u64, held: u64) {
+        self.update(|s| {
+            s.outcomes_completed += completed;
+            s.outcomes_failed += failed;
+            s.outcomes_held += held;
         });
     }
 

@@ -162,7 +162,7 @@ impl Uploader {
             return Ok(Progress::Drained);
         }
         let sent = ops.len();
-        self.status.upload_attempt();
+        self.status.upload_attempt(sent as u64);
         let started = Instant::now();
         let response = self
             .client

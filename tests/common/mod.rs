@@ -42,6 +42,53 @@ pub fn test_config(dir: &Path) -> Config {
     config
 }
 
+/// The raw token of the test till (role `pos`).
+pub const POS_TOKEN: &str = "pos-token-for-tests-7c1e0f9a3b";
+/// The raw token of the test technician (role `technician`).
+pub const TECH_TOKEN: &str = "tech-token-for-tests-52d8aa61c4";
+/// A token no test node accepts.
+pub const WRONG_TOKEN: &str = "wrong-token-for-tests-0000000000";
+
+/// The `[[auth.tokens]]` entries of the test till and technician.
+pub fn test_tokens() -> Vec<outpost::config::TokenConfig> {
+    use outpost::api::auth::hash_token;
+    use outpost::config::{Role, TokenConfig};
+    vec![
+        TokenConfig {
+            name: "till-1".into(),
+            role: Role::Pos,
+            sha256: hash_token(POS_TOKEN),
+        },
+        TokenConfig {
+            name: "tech-1".into(),
+            role: Role::Technician,
+            sha256: hash_token(TECH_TOKEN),
+        },
+    ]
+}
+
+/// [`test_config`] with the test tokens configured (authentication on).
+pub fn auth_config(dir: &Path) -> Config {
+    let mut config = test_config(dir);
+    config.auth.tokens = test_tokens();
+    config
+}
+
+/// The TOML of [`test_tokens`], for a binary's configuration file.
+pub fn test_tokens_toml() -> String {
+    test_tokens()
+        .iter()
+        .map(|t| {
+            format!(
+                "[[auth.tokens]]\nname = {:?}\nrole = {:?}\nsha256 = {:?}\n\n",
+                t.name,
+                t.role.as_str(),
+                t.sha256
+            )
+        })
+        .collect()
+}
+
 /// Starts an in-process node on `dir` (loopback, ephemeral port, HQ unreachable).
 pub async fn start_node(dir: &Path) -> Node {
     start_node_with(test_config(dir)).await
@@ -91,6 +138,7 @@ pub struct Resp {
     pub content_type: Option<String>,
     pub body: Value,
     pub is_json: bool,
+    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Resp {
@@ -159,6 +207,8 @@ impl Resp {
 pub struct Api {
     pub client: reqwest::Client,
     pub base: String,
+    /// The `Authorization` header sent with every request, if any.
+    pub authorization: Option<String>,
 }
 
 impl Api {
@@ -170,6 +220,20 @@ impl Api {
         Api {
             client: http_client(),
             base: format!("http://{addr}"),
+            authorization: None,
+        }
+    }
+
+    /// This client, sending `Authorization: Bearer <token>`.
+    pub fn with_token(&self, token: &str) -> Api {
+        self.with_authorization(&format!("Bearer {token}"))
+    }
+
+    /// This client, sending `Authorization: <value>`.
+    pub fn with_authorization(&self, value: &str) -> Api {
+        Api {
+            authorization: Some(value.to_string()),
+            ..self.clone()
         }
     }
 
@@ -180,6 +244,9 @@ impl Api {
     /// Sends `method path` with an optional raw body (as `application/json`).
     pub async fn raw(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Resp {
         let mut req = self.client.request(method, self.url(path));
+        if let Some(auth) = &self.authorization {
+            req = req.header("authorization", auth);
+        }
         if let Some(body) = body {
             req = req.header("content-type", "application/json").body(body);
         }
@@ -227,7 +294,11 @@ impl Api {
     pub async fn search_refs(&self, q: &str) -> Vec<String> {
         let url = reqwest::Url::parse_with_params(&self.url("/v1/customers"), &[("q", q)])
             .expect("search url");
-        let resp = self.client.get(url).send().await.expect("search");
+        let mut req = self.client.get(url);
+        if let Some(auth) = &self.authorization {
+            req = req.header("authorization", auth);
+        }
+        let resp = req.send().await.expect("search");
         let resp = read(resp).await;
         resp.expect(200)["customers"]
             .as_array()
@@ -289,6 +360,7 @@ impl Api {
 
 async fn read(resp: reqwest::Response) -> Resp {
     let status = resp.status();
+    let headers = resp.headers().clone();
     let content_type = resp
         .headers()
         .get("content-type")
@@ -307,6 +379,7 @@ async fn read(resp: reqwest::Response) -> Resp {
         content_type,
         body,
         is_json,
+        headers,
     }
 }
 
@@ -343,6 +416,33 @@ where
     }
 }
 
+/// What a [`Binary`]'s configuration file says beyond the fixed parts.
+#[derive(Debug, Clone)]
+pub struct BinaryConfig {
+    /// `node.listen`.
+    pub listen: String,
+    /// `hq.url` (default: [`dead_hq_url`]).
+    pub hq_url: Option<String>,
+    /// `log.filter`.
+    pub log_filter: String,
+    /// `log.format`.
+    pub log_format: String,
+    /// TOML appended after the `[log]` section (e.g. `[[auth.tokens]]` entries).
+    pub extra: String,
+}
+
+impl Default for BinaryConfig {
+    fn default() -> Self {
+        BinaryConfig {
+            listen: "127.0.0.1:0".into(),
+            hq_url: None,
+            log_filter: "warn".into(),
+            log_format: "text".into(),
+            extra: String::new(),
+        }
+    }
+}
+
 /// The real `outpost` binary running as a child process. Killed (SIGKILL) on drop.
 pub struct Binary {
     child: Child,
@@ -364,14 +464,24 @@ impl Binary {
     /// As [`Binary::spawn`], but a node that exits before printing its address is an `Err`
     /// describing its exit status and stderr.
     pub fn try_spawn(dir: &Path) -> Result<Binary, String> {
+        Binary::try_spawn_with(dir, &BinaryConfig::default())
+    }
+
+    /// As [`Binary::try_spawn`], with the listen address, logging and extra sections of
+    /// `options`.
+    pub fn try_spawn_with(dir: &Path, options: &BinaryConfig) -> Result<Binary, String> {
         let data_dir = dir.join("data");
         let config_path = dir.join("outpost.toml");
         let config = format!(
-            "[node]\nstore_id = \"S0001\"\nchannel_id = \"CH0001\"\nlisten = \"127.0.0.1:0\"\n\
+            "[node]\nstore_id = \"S0001\"\nchannel_id = \"CH0001\"\nlisten = {listen}\n\
              data_dir = {data}\n\n[hq]\nurl = {hq}\n\n[cdx]\ninterval_secs = 0\n\n\
-             [log]\nfilter = \"warn\"\n",
+             [log]\nfilter = {filter}\nformat = {format}\n\n{extra}",
+            listen = toml_string(&options.listen),
             data = toml_string(&data_dir.display().to_string()),
-            hq = toml_string(&dead_hq_url()),
+            hq = toml_string(options.hq_url.as_deref().unwrap_or(&dead_hq_url())),
+            filter = toml_string(&options.log_filter),
+            format = toml_string(&options.log_format),
+            extra = options.extra,
         );
         std::fs::write(&config_path, config).expect("write config");
         let stderr_log = dir.join(format!("stderr-{}.log", unique()));
