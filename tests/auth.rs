@@ -150,8 +150,15 @@ async fn every_route_and_method_refuses_missing_and_wrong_tokens_and_pos_beyond_
                                 .get("www-authenticate")
                                 .and_then(|v| v.to_str().ok())
                                 .unwrap_or_default();
-                            (!challenge.starts_with("Bearer "))
-                                .then(|| format!("401 without a Bearer challenge: {challenge:?}"))
+                            // A browser opening the page gets a Basic challenge (it then
+                            // prompts); every other refusal asks for a bearer token.
+                            let scheme = if method == Method::GET && *template == "/" {
+                                "Basic "
+                            } else {
+                                "Bearer "
+                            };
+                            (!challenge.starts_with(scheme))
+                                .then(|| format!("401 without a {scheme}challenge: {challenge:?}"))
                         }),
                     "403" => resp.error_mismatch(403, "authorization", "role"),
                     _ => (status == 401 || status == 403 || status >= 500 && status != 503)
