@@ -1,5 +1,7 @@
 //! The `outpost` binary: a thin command line over the library.
 
+mod cli;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +30,21 @@ enum Command {
     Serve,
     /// Run the HQ emulator (state in memory; needs no configuration file).
     HqSim(HqSimArgs),
+    /// Show a running node's diagnostics report.
+    Status(cli::status::StatusArgs),
+    /// List, show and retry the node's operations.
+    Ops(cli::ops::OpsArgs),
+    /// CDX downloads: `outpost cdx refresh`.
+    Cdx(cli::ops::CdxArgs),
+    /// Ask the node to upload pending operations now.
+    Upload(cli::ops::UploadArgs),
+    /// Check the configuration and the store file of a stopped node (offline).
+    Doctor(cli::doctor::DoctorArgs),
+    /// Write a consistent copy of the store (from the running node, or --offline).
+    Backup(cli::backup::BackupArgs),
+    /// Run an HQ emulator and a node, and drive simulated tills through an outage and a
+    /// poison record.
+    Demo(cli::demo::DemoArgs),
 }
 
 /// Options of `outpost hq-sim`.
@@ -62,6 +79,13 @@ fn main() -> anyhow::Result<()> {
             outpost::telemetry::init_logging(&LogConfig::default());
             runtime()?.block_on(hq_sim(args))
         }
+        Command::Status(args) => runtime()?.block_on(cli::status::run(&cli.config, args)),
+        Command::Ops(args) => runtime()?.block_on(cli::ops::run(&cli.config, args)),
+        Command::Cdx(args) => runtime()?.block_on(cli::ops::cdx(&cli.config, args)),
+        Command::Upload(args) => runtime()?.block_on(cli::ops::upload(&cli.config, args)),
+        Command::Doctor(args) => cli::doctor::run(&cli.config, args),
+        Command::Backup(args) => runtime()?.block_on(cli::backup::run(&cli.config, args)),
+        Command::Demo(args) => runtime()?.block_on(cli::demo::run(args)),
     }
 }
 

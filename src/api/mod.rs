@@ -1,6 +1,7 @@
 //! The local HTTP API the tills and technicians call. Thin: it parses, checks, and hands work
 //! to the store; every refusal is JSON naming the field and rule.
 
+pub mod backup;
 pub mod customers;
 pub mod diag;
 pub mod error;
@@ -77,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/sync/upload", post(sync_status::upload_now))
         .route("/v1/cdx/refresh", post(diag::cdx_refresh))
         .route("/diag", get(diag::report))
+        .route("/v1/admin/backup", get(backup::download))
         .route(
             "/v1/sync/operations/{operation_id}",
             get(sync_status::show).put(sync_status::update),
