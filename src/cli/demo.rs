@@ -310,11 +310,10 @@ async fn story(args: &DemoArgs, till: &Till, hq: &HqEmulator) -> anyhow::Result<
         phase.add(task.await.context("a till task failed")??);
     }
     let q = till.queue().await?;
-    let reachable = match q.diag["sync"]["hq_reachable"].as_bool() {
-        Some(true) => "yes",
-        Some(false) => "no",
-        None => "not tried yet",
-    };
+    let last_error = q.diag["sync"]["last_upload_error"]
+        .as_str()
+        .unwrap_or("none yet")
+        .to_string();
     println!(
         "   writes kept succeeding: {} of {} accepted, slowest answer {} ms",
         phase.accepted,
@@ -322,7 +321,7 @@ async fn story(args: &DemoArgs, till: &Till, hq: &HqEmulator) -> anyhow::Result<
         phase.slowest.as_millis()
     );
     println!(
-        "   queue depth at the node: {} pending; HQ reachable: {reachable}",
+        "   queue depth at the node: {} pending; the uploader's last error: {last_error}",
         q.pending
     );
     if phase.refused > 0 {
@@ -435,7 +434,7 @@ async fn story(args: &DemoArgs, till: &Till, hq: &HqEmulator) -> anyhow::Result<
         "  writes accepted              {} (every one answered at once, HQ up or down)",
         total.accepted
     );
-    println!("  operations uploaded to HQ    {uploaded} (the fixed one twice)");
+    println!("  operations uploaded to HQ    {uploaded} (a re-synced one counts again)");
     println!("  operations confirmed by HQ   {}", q.completed);
     println!("  customers at HQ              {at_hq}");
     println!("  failed, then fixed           1, 1");

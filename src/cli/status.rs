@@ -316,7 +316,7 @@ fn features(out: &mut String, features: &Value) {
                 plain(&f["name"]),
                 yes(&f["enabled"]),
                 yes(&f["in_force"]),
-                flat_value(&f["missing"]).replace('-', ""),
+                flat_value(&f["missing"]),
             ]
         })
         .collect();
@@ -429,7 +429,7 @@ mod tests {
             "oldest pending: none waiting",
             "HQ unreachable",
             "reachable       NO",
-            "1110  3        1m 5s",
+            "1110  3          1m 5s",
             "none held",
             "Async customer editing",
             "async_customer_creation",

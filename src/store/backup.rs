@@ -481,11 +481,22 @@ mod tests {
     fn a_flipped_byte_fails_the_integrity_check() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
-        drop(Store::open(&path, &options()).unwrap());
+        let store = Store::open(&path, &options()).unwrap();
+        let marker = b"MARKER-0123456789-MARKER";
+        let tx = store.db().begin_write().unwrap();
+        {
+            let mut t = tx.open_table(schema::CUSTOMERS).unwrap();
+            t.insert("x", marker.as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+        drop(store);
+        verify_integrity(&path, dir.path()).unwrap();
         let mut bytes = std::fs::read(&path).unwrap();
-        // Past the header, inside the committed pages.
-        let at = bytes.len() - 100;
-        bytes[at] ^= 0xff;
+        let at = bytes
+            .windows(marker.len())
+            .position(|w| w == marker)
+            .expect("the committed record is in the file");
+        bytes[at + 3] ^= 0xff;
         std::fs::write(&path, bytes).unwrap();
         let e = verify_integrity(&path, dir.path()).unwrap_err();
         assert!(matches!(e, StoreError::Damaged { .. }), "{e}");
