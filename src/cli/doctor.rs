@@ -217,10 +217,13 @@ fn check_store(path: &Path, dir: &Path, quick: bool, f: &mut Findings) -> bool {
         }
         f.detail("restore it from a backup made with `outpost backup` (see README)");
     }
-    let states: Vec<String> = summary
-        .operations_by_state
+    // In the order a technician reads a queue, not alphabetically.
+    let states: Vec<String> = ["pending", "uploaded", "held", "failed", "completed"]
         .iter()
-        .map(|(s, n)| format!("{s} {n}"))
+        .map(|s| {
+            let n = summary.operations_by_state.get(*s).copied().unwrap_or(0);
+            format!("{s} {n}")
+        })
         .collect();
     f.detail(format!("operations: {}", states.join(", ")));
     f.detail(format!("customers: {}", summary.customers));

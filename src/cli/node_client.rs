@@ -72,11 +72,12 @@ impl std::fmt::Display for ApiFailure {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// No connection, or it broke.
-    #[error("cannot reach the node at {url}: {source}; is it running? (`outpost serve`)")]
+    #[error("cannot reach the node at {url} (is it running? `outpost serve`)")]
     Unreachable {
         /// The URL called.
         url: String,
-        /// Why.
+        /// Why (shown after this error in the chain).
+        #[source]
         source: reqwest::Error,
     },
     /// The node refused the request.

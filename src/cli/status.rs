@@ -219,13 +219,15 @@ fn sync(out: &mut String, sync: &Value, now: i64) {
         "  last success    {}",
         when(sync.get("last_upload_success_ms"), now)
     );
-    let _ = writeln!(
-        out,
-        "  last error      {}",
-        sync.get("last_upload_error")
-            .map(plain)
-            .unwrap_or("-".into())
-    );
+    // The node keeps the last error after a success; say so, or it reads as a live fault.
+    let recovered =
+        sync["consecutive_failures"].as_u64() == Some(0) && sync["last_upload_success_ms"].is_i64();
+    let last_error = match sync.get("last_upload_error").map(plain) {
+        Some(e) if e != "-" && recovered => format!("{e} (uploads succeeded since)"),
+        Some(e) => e,
+        None => "-".into(),
+    };
+    let _ = writeln!(out, "  last error      {last_error}");
     let _ = writeln!(
         out,
         "  outcomes read   {}{}",
