@@ -6,6 +6,7 @@
 //! (`outpost status`) is the way to look at it then.
 
 use std::io::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
@@ -55,7 +56,7 @@ impl Findings {
 pub fn run(config_path: &Path, args: DoctorArgs) -> anyhow::Result<()> {
     println!("outpost doctor: {}", config_path.display());
     let mut f = Findings::default();
-    let data_dir = check_config(config_path, &mut f);
+    let (data_dir, listen) = check_config(config_path, &mut f);
     if let Some(dir) = data_dir {
         check_data_dir(&dir, &mut f);
         let store_path = dir.join("outpost.redb");
@@ -68,6 +69,9 @@ pub fn run(config_path: &Path, args: DoctorArgs) -> anyhow::Result<()> {
             );
         }
     }
+    if let Some(listen) = listen {
+        check_listen(listen, &mut f);
+    }
     if f.failed > 0 {
         anyhow::bail!("{} problem(s) found", f.failed);
     }
@@ -79,8 +83,9 @@ pub fn run(config_path: &Path, args: DoctorArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Loads and checks the configuration; returns the data directory to check, if one is known.
-fn check_config(path: &Path, f: &mut Findings) -> Option<PathBuf> {
+/// Loads and checks the configuration; returns the data directory to check, if one is known,
+/// and the listen address of a valid configuration.
+fn check_config(path: &Path, f: &mut Findings) -> (Option<PathBuf>, Option<SocketAddr>) {
     match Config::load(path) {
         Ok(config) => {
             f.ok(format!(
@@ -94,7 +99,7 @@ fn check_config(path: &Path, f: &mut Findings) -> Option<PathBuf> {
                     config.node.listen
                 ));
             }
-            Some(config.node.data_dir)
+            (Some(config.node.data_dir), Some(config.node.listen))
         }
         Err(e) => {
             f.fail(e.to_string());
@@ -105,7 +110,7 @@ fn check_config(path: &Path, f: &mut Findings) -> Option<PathBuf> {
             if dir.is_none() {
                 f.detail("node.data_dir unknown: the store file is not checked");
             }
-            dir
+            (dir, None)
         }
     }
 }
@@ -120,6 +125,18 @@ fn raw_data_dir(path: &Path) -> Option<PathBuf> {
         .as_str()
         .filter(|s| !s.is_empty())
         .map(PathBuf::from)
+}
+
+/// With no node running on this store, the listen address must be free for it.
+fn check_listen(listen: SocketAddr, f: &mut Findings) {
+    match std::net::TcpListener::bind(listen) {
+        Ok(_) => f.ok(format!("node.listen {listen}: free for the node")),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => f.fail(format!(
+            "config key `node.listen`: {listen} is taken by another program; the node could \
+             not start"
+        )),
+        Err(e) => f.fail(format!("config key `node.listen`: cannot listen on {listen}: {e}")),
+    }
 }
 
 fn check_data_dir(dir: &Path, f: &mut Findings) {
