@@ -245,8 +245,11 @@ pub fn open_read_only(path: &Path) -> Result<ReadOnlyDatabase, StoreError> {
             {
                 StoreError::db(redb::StorageError::Io(io))
             }
+            // A file a node left without closing it (power cut, kill -9) is not damaged: the
+            // node recovers it at its next start; read-only, redb refuses to.
             redb::DatabaseError::DatabaseAlreadyOpen
-            | redb::DatabaseError::LockProtocolMismatch => StoreError::db(e),
+            | redb::DatabaseError::LockProtocolMismatch
+            | redb::DatabaseError::RepairAborted => StoreError::db(e),
             other => StoreError::Damaged {
                 path: path.display().to_string(),
                 reason: other.to_string(),
@@ -255,15 +258,93 @@ pub fn open_read_only(path: &Path) -> Result<ReadOnlyDatabase, StoreError> {
 }
 
 /// Makes a backup of the store file at `src` (which no node may hold open) into the new file
-/// `dest`, as [`Store::backup_to`] does from a running node.
+/// `dest`, as [`Store::backup_to`] does from a running node. A file its node did not close is
+/// recovered first, on a scratch copy beside `dest`; `src` itself is never changed.
 pub fn backup_file(
     src: &Path,
     dest: &Path,
     progress: impl FnMut(u64, u64),
 ) -> Result<BackupReport, StoreError> {
-    let db = open_read_only(src)?;
-    let tx = t(db.begin_read())?;
-    copy_snapshot(&tx, dest, progress)
+    match open_read_only(src) {
+        Ok(db) => {
+            let tx = t(db.begin_read())?;
+            copy_snapshot(&tx, dest, progress)
+        }
+        Err(e) if e.needs_recovery() => {
+            let scratch_dir = dest
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let recovered = recovered_copy(src, scratch_dir)?;
+            let db = open_read_only(recovered.path())?;
+            let tx = t(db.begin_read())?;
+            copy_snapshot(&tx, dest, progress)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A scratch copy of a store file, deleted (with its directory) when dropped.
+pub struct ScratchCopy {
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ScratchCopy {
+    /// The copy.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Length and modification time: enough to notice a file that changed under a copy.
+fn stamp(path: &Path) -> Result<(u64, Option<std::time::SystemTime>), StoreError> {
+    let m = std::fs::metadata(path).map_err(|e| StoreError::db(redb::StorageError::Io(e)))?;
+    Ok((m.len(), m.modified().ok()))
+}
+
+/// Copies the store file at `path`, which its node did not close cleanly, into `scratch_dir`
+/// and lets redb recover the copy, checking every page as it opens it. The original is not
+/// changed, so the node still recovers it itself at its next start.
+pub fn recovered_copy(path: &Path, scratch_dir: &Path) -> Result<ScratchCopy, StoreError> {
+    let io = |e: std::io::Error| StoreError::db(redb::StorageError::Io(e));
+    let before = stamp(path)?;
+    let dir = tempfile::Builder::new()
+        .prefix(".outpost-recover-")
+        .tempdir_in(scratch_dir)
+        .map_err(io)?;
+    let copy = dir.path().join("recovered.redb");
+    std::fs::copy(path, &copy).map_err(io)?;
+    // Nothing locks a file that needs recovery; a node starting meanwhile would change it.
+    if stamp(path)? != before {
+        return Err(io(std::io::Error::other(
+            "the store file changed while it was being copied (did a node start?); try again",
+        )));
+    }
+    guarded(path, || {
+        match Database::builder()
+            .set_check_integrity_on_open(true)
+            .open(&copy)
+        {
+            Ok(db) => {
+                drop(db);
+                Ok(())
+            }
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e)))
+                if e.kind() != std::io::ErrorKind::InvalidData =>
+            {
+                Err(io(e))
+            }
+            Err(other) => Err(StoreError::Damaged {
+                path: path.display().to_string(),
+                reason: other.to_string(),
+            }),
+        }
+    })?;
+    Ok(ScratchCopy {
+        path: copy,
+        _dir: dir,
+    })
 }
 
 /// Opens the store file at `path` read-only and reports what it holds: schema version, rows
@@ -415,6 +496,12 @@ impl StoreError {
             self,
             StoreError::Db(redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch)
         )
+    }
+
+    /// Whether the store file was left by a node that did not close it (it needs the recovery
+    /// redb runs when a node next opens it).
+    pub fn needs_recovery(&self) -> bool {
+        matches!(self, StoreError::Db(redb::Error::RepairAborted))
     }
 }
 
