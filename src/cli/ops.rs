@@ -12,8 +12,9 @@ use serde_json::Value;
 use super::fmt::{cut, parse_rfc3339_ms, plain, span, table};
 use super::node_client::{ClientError, NodeArgs, NodeClient};
 
-/// Most operations the node returns in one page (its `limits.max_page` default).
-const PAGE: usize = 500;
+/// Operations asked for per page: within any sensible `limits.max_page` of the node (its
+/// default is 500), so paging never trips the node's own bound.
+const PAGE: usize = 100;
 
 /// Most operations `ops retry --all-failed` re-syncs one by one when the node lacks the
 /// bulk endpoint (an operator with more runs it again).
