@@ -1,5 +1,7 @@
 //! The `outpost` binary: a thin command line over the library.
 
+mod cli;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -37,6 +39,21 @@ enum Command {
         #[arg(long, default_value = "pos", value_parser = ["pos", "technician"])]
         role: String,
     },
+    /// Show a running node's diagnostics report.
+    Status(cli::status::StatusArgs),
+    /// List, show and retry the node's operations.
+    Ops(cli::ops::OpsArgs),
+    /// CDX downloads: `outpost cdx refresh`.
+    Cdx(cli::ops::CdxArgs),
+    /// Ask the node to upload pending operations now.
+    Upload(cli::ops::UploadArgs),
+    /// Check the configuration and the store file of a stopped node (offline).
+    Doctor(cli::doctor::DoctorArgs),
+    /// Write a consistent copy of the store (from the running node, or --offline).
+    Backup(cli::backup::BackupArgs),
+    /// Run an HQ emulator and a node, and drive simulated tills through an outage and a
+    /// poison record.
+    Demo(cli::demo::DemoArgs),
 }
 
 /// Options of `outpost hq-sim`.
@@ -57,7 +74,19 @@ struct HqSimArgs {
     enable_async: bool,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // The whole chain, in plain words: the operator reads this, not a developer's
+            // backtrace.
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
@@ -72,6 +101,13 @@ fn main() -> anyhow::Result<()> {
             runtime()?.block_on(hq_sim(args))
         }
         Command::HashToken { name, role } => hash_token(&name, &role),
+        Command::Status(args) => runtime()?.block_on(cli::status::run(&cli.config, args)),
+        Command::Ops(args) => runtime()?.block_on(cli::ops::run(&cli.config, args)),
+        Command::Cdx(args) => runtime()?.block_on(cli::ops::cdx(&cli.config, args)),
+        Command::Upload(args) => runtime()?.block_on(cli::ops::upload(&cli.config, args)),
+        Command::Doctor(args) => cli::doctor::run(&cli.config, args),
+        Command::Backup(args) => runtime()?.block_on(cli::backup::run(&cli.config, args)),
+        Command::Demo(args) => runtime()?.block_on(cli::demo::run(args)),
     }
 }
 

@@ -2,6 +2,7 @@
 //! to the store; every refusal is JSON naming the field and rule.
 
 pub mod auth;
+pub mod backup;
 pub mod customers;
 pub mod diag;
 pub mod error;
@@ -116,6 +117,7 @@ fn routes() -> Routes {
         .route("/v1/sync/upload", post(sync_status::upload_now))
         .route("/v1/cdx/refresh", post(diag::cdx_refresh))
         .route("/diag", get(diag::report))
+        .route("/v1/admin/backup", get(backup::download))
         .route(
             "/v1/sync/operations/{operation_id}",
             get(sync_status::show).put(sync_status::update),

@@ -497,6 +497,16 @@ fn build() -> Value {
                     }), "What was queued again")
                 }), json!({}))
             },
+            "/v1/admin/backup": {
+                "get": op("technician", "A consistent copy of the store (one redb file) made while the node runs", json!({
+                    "200": {
+                        "description": "The copy; X-Outpost-Rows, X-Outpost-Tables and X-Outpost-Schema-Version describe it",
+                        "content": { "application/octet-stream": { "schema": { "type": "string", "format": "binary" } } }
+                    },
+                    "409": response("Conflict"),
+                    "507": error_response("Not enough disk space for the copy")
+                }), json!({}))
+            },
             "/v1/sync/upload": {
                 "post": op("technician", "Upload pending operations and read HQ's outcomes now", json!({
                     "202": json_body(json!({ "type": "object", "additionalProperties": false, "required": ["status"], "properties": { "status": { "type": "string" } } }), "Requested")

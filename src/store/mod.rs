@@ -1,6 +1,7 @@
 //! The redb store: one file holding the operation queue, the customer views and their search
 //! index. One writer thread owns every write ([`writer`]); reads run anywhere ([`read`]).
 
+pub mod backup;
 pub mod cdx;
 pub mod hq_sync;
 pub mod prune;
@@ -70,6 +71,8 @@ pub struct StoreOptions {
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    /// The file, so backups can put their scratch copy beside it.
+    path: Arc<Path>,
 }
 
 impl Store {
@@ -96,7 +99,10 @@ impl Store {
                     reason: other.to_string(),
                 },
             })?;
-        let store = Store { db: Arc::new(db) };
+        let store = Store {
+            db: Arc::new(db),
+            path: Arc::from(path),
+        };
         store.init_schema()?;
         Ok(store)
     }
@@ -147,6 +153,11 @@ impl Store {
     /// The underlying database, for the writer and readers of this module.
     pub(crate) fn db(&self) -> &Database {
         &self.db
+    }
+
+    /// The store file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Starts a read transaction.

@@ -2,6 +2,9 @@
 //!
 //! Records are JSON: self-describing, so a newer node reads an older file, and a technician can
 //! read a dump. Keys are fixed-width integers or short strings.
+//!
+//! A new table must also be listed in `backup::each_table`, or backups would lack it (a test
+//! there checks that a fresh store holds exactly the tables listed).
 
 use redb::TableDefinition;
 use serde::{Serialize, de::DeserializeOwned};
