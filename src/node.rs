@@ -9,7 +9,7 @@ use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::hq::client::HqClient;
 use crate::store::writer::{self, WriterOptions};
-use crate::store::{Store, StoreError, StoreOptions};
+use crate::store::{Store, StoreError, StoreLocation, StoreOptions};
 use crate::sync::{SyncConfig, SyncTasks};
 
 /// Why a node could not start or stop cleanly.
@@ -47,11 +47,16 @@ pub struct Node {
 impl Node {
     /// Opens the store, starts the writer, binds the listener and starts serving.
     pub async fn start(config: &Config) -> Result<Node, NodeError> {
-        let path = config.store_path();
+        Node::start_on(config, StoreLocation::File(config.store_path())).await
+    }
+
+    /// As [`Node::start`], with the store at `location` instead of the configured file (the
+    /// reliability tests run nodes on simulated disks).
+    pub async fn start_on(config: &Config, location: StoreLocation) -> Result<Node, NodeError> {
         let options = StoreOptions {
             cache_bytes: config.store.cache_bytes,
         };
-        let store = tokio::task::spawn_blocking(move || Store::open(&path, &options))
+        let store = tokio::task::spawn_blocking(move || Store::open_with(location, &options))
             .await
             .map_err(|e| NodeError::Runtime(e.to_string()))??;
         let (writer, writer_thread) = writer::spawn(

@@ -218,6 +218,8 @@ impl DbSlot {
         let slot = self.read_slot();
         match slot.as_ref() {
             // Under the guard, never cloned: a reopen must be able to drop the last handle.
+            // While the store waits for space to reopen, reads say why too: a write's own
+            // reads (the mode decision) then refuse it as 507, like its commit would.
             Some(db) => db.begin_read().map_err(|e| self.explain(StoreError::db(e))),
             None => Err(self.explain(StoreError::db(redb::Error::PreviousIo))),
         }
