@@ -329,7 +329,7 @@ async fn kill_9_in_a_loop_under_concurrent_writers_loses_and_duplicates_nothing(
         totals.acked += acked_now;
         totals.in_flight += in_flight.len() as u64;
         totals.cycles += 1;
-        if (cycle + 1) % 10 == 0 {
+        if (cycle + 1).is_multiple_of(10) {
             eprintln!(
                 "  {} cycles, {} operations, {:?}",
                 cycle + 1,

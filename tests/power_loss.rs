@@ -589,7 +589,7 @@ async fn power_cuts_lose_no_acknowledged_operation_and_duplicate_none() {
         let seed = splitmix(base.wrapping_add(i));
         i += 1;
         done += chain(seed, want - done, &mut totals).await;
-        if i % 50 == 0 {
+        if i.is_multiple_of(50) {
             eprintln!("  {done} cycles, {:?} so far", started.elapsed());
         }
     }

@@ -407,3 +407,78 @@ fn create_parent(path: &Path) -> Result<(), StoreError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Error, ErrorKind};
+
+    fn full() -> Error {
+        Error::new(ErrorKind::StorageFull, "no space left on device")
+    }
+
+    fn is_no_space(e: StoreError) -> bool {
+        matches!(e, StoreError::NoSpace)
+    }
+
+    #[test]
+    fn a_full_disk_is_recognised_however_redb_wraps_it() {
+        use redb::{CommitError, StorageError, TableError, TransactionError};
+        assert!(is_no_space(StoreError::db(StorageError::Io(full()))));
+        assert!(is_no_space(StoreError::db(CommitError::Storage(
+            StorageError::Io(full())
+        ))));
+        assert!(is_no_space(StoreError::db(TransactionError::Storage(
+            StorageError::Io(full())
+        ))));
+        assert!(is_no_space(StoreError::db(TableError::Storage(
+            StorageError::Io(full())
+        ))));
+        assert!(is_no_space(StoreError::db(DatabaseError::Storage(
+            StorageError::Io(full())
+        ))));
+        assert!(is_no_space(StoreError::db(StorageError::Backend(
+            Box::new(full())
+        ))));
+        // By number (ENOSPC, EDQUOT), and inside another I/O error.
+        assert!(is_no_space(StoreError::db(StorageError::Io(
+            Error::from_raw_os_error(28)
+        ))));
+        assert!(is_no_space(StoreError::db(StorageError::Io(
+            Error::from_raw_os_error(122)
+        ))));
+        assert!(is_no_space(StoreError::db(StorageError::Io(Error::other(
+            full()
+        )))));
+        assert!(!is_no_space(StoreError::db(StorageError::Io(
+            Error::other("broken")
+        ))));
+        assert!(!is_no_space(StoreError::db(StorageError::PreviousIo)));
+    }
+
+    #[test]
+    fn a_previous_io_error_after_a_full_disk_reads_as_a_full_disk() {
+        let disk = crate::store::faulty::FaultyDisk::new();
+        let store = Store::open_with(
+            StoreLocation::faulty("disk", &disk),
+            &StoreOptions {
+                cache_bytes: 1 << 20,
+            },
+        )
+        .unwrap();
+        disk.set_full(true);
+        let e = store.after_write_failure(StoreError::NoSpace);
+        assert!(is_no_space(e));
+        // The slot is empty until space returns: every later failure says why.
+        let e = store.after_write_failure(StoreError::db(redb::Error::PreviousIo));
+        assert!(is_no_space(e));
+        assert!(matches!(store.begin_read(), Err(StoreError::NoSpace)));
+        assert!(matches!(
+            store.db().begin_write(),
+            Err(redb::Error::PreviousIo)
+        ));
+        // An error that is not I/O leaves the store alone.
+        let e = store.after_write_failure(StoreError::Encoding("x".into()));
+        assert!(matches!(e, StoreError::Encoding(_)));
+    }
+}

@@ -52,9 +52,15 @@ impl StoreError {
     /// Wraps any redb error, recognising a full disk.
     pub fn db(e: impl Into<redb::Error>) -> StoreError {
         let e: redb::Error = e.into();
-        if let redb::Error::Io(io) = &e
-            && is_no_space(io)
-        {
+        let no_space = match &e {
+            redb::Error::Io(io) => is_no_space(io),
+            // A backend may hand redb its own error type with the I/O error inside.
+            redb::Error::Backend(inner) => inner
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(is_no_space),
+            _ => false,
+        };
+        if no_space {
             return StoreError::NoSpace;
         }
         StoreError::Db(e)
