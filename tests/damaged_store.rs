@@ -46,29 +46,42 @@ async fn make_store(dir: &Path, n: usize) -> HashSet<String> {
 }
 
 /// Runs `outpost serve` on `dir` (config written by `Binary::spawn`) expecting it to exit;
-/// returns (exit status, stderr), or `None` if it started serving instead.
+/// returns (exit status, stderr), or `None` if it started serving instead (then it is killed
+/// as soon as it says so).
 fn run_to_exit(dir: &Path) -> Option<(std::process::ExitStatus, String)> {
+    use std::io::BufRead;
+    let stderr_path = dir.join("damaged-start.stderr");
+    let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
     let mut child = Command::new(env!("CARGO_BIN_EXE_outpost"))
         .arg("serve")
         .arg("--config")
         .arg(dir.join("outpost.toml"))
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(stderr))
         .env_remove("RUST_LOG")
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
         .spawn()
         .expect("spawn outpost");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    // Reads stdout to its end; tells when the node says it is serving.
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("outpost listening on") {
+                let _ = tx.send(());
+            }
+        }
+    });
     let deadline = Instant::now() + WAIT;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            let mut err = String::new();
-            if let Some(mut s) = child.stderr.take() {
-                use std::io::Read;
-                let _ = s.read_to_string(&mut err);
-            }
+            let err = std::fs::read_to_string(&stderr_path).unwrap_or_default();
             return Some((status, err));
         }
-        if Instant::now() >= deadline {
+        if rx.try_recv().is_ok() || Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
             return None;
