@@ -117,6 +117,20 @@ pub struct UploadConfig {
     pub retry_max_ms: u64,
     /// How long confirmed operations are kept before pruning, seconds.
     pub completed_retention_secs: u64,
+    /// How retry delays are spread: `full` (random, the default: a fleet's retries do not
+    /// arrive together) or `none` (exactly the backoff ceiling; for measuring what jitter buys).
+    pub retry_jitter: RetryJitter,
+}
+
+/// How retry delays are spread (`upload.retry_jitter`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryJitter {
+    /// Uniformly random up to the backoff ceiling.
+    #[default]
+    Full,
+    /// Exactly the backoff ceiling.
+    None,
 }
 
 impl Default for UploadConfig {
@@ -127,6 +141,7 @@ impl Default for UploadConfig {
             retry_initial_ms: 500,
             retry_max_ms: 60_000,
             completed_retention_secs: 7 * 24 * 3600,
+            retry_jitter: RetryJitter::Full,
         }
     }
 }
@@ -515,6 +530,24 @@ data_dir = "./data"
         assert!(load(&bad_role, &[]).is_err());
         let e = load(&format!("{MINIMAL}[limits]\nmax_connections = 0\n"), &[]).unwrap_err();
         assert!(e.to_string().contains("limits.max_connections"), "{e}");
+    }
+
+    #[test]
+    fn retry_jitter_is_full_or_none() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert_eq!(c.upload.retry_jitter, RetryJitter::Full);
+        let c = load(
+            &format!("{MINIMAL}[upload]\nretry_jitter = \"none\"\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.upload.retry_jitter, RetryJitter::None);
+        let e = load(
+            &format!("{MINIMAL}[upload]\nretry_jitter = \"some\"\n"),
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("retry_jitter"), "{e}");
     }
 
     #[test]

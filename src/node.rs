@@ -10,7 +10,7 @@ use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::hq::client::HqClient;
 use crate::store::writer::{self, WriterOptions};
-use crate::store::{Store, StoreError, StoreOptions};
+use crate::store::{Store, StoreError, StoreLocation, StoreOptions};
 use crate::sync::{SyncConfig, SyncTasks};
 
 /// Why a node could not start or stop cleanly.
@@ -62,6 +62,12 @@ pub struct Node {
 impl Node {
     /// Opens the store, starts the writer, binds the listener and starts serving.
     pub async fn start(config: &Config) -> Result<Node, NodeError> {
+        Node::start_on(config, StoreLocation::File(config.store_path())).await
+    }
+
+    /// As [`Node::start`], with the store at `location` instead of the configured file (the
+    /// reliability tests run nodes on simulated disks).
+    pub async fn start_on(config: &Config, location: StoreLocation) -> Result<Node, NodeError> {
         // Before anything is opened or bound: a node reachable from the LAN never runs open.
         let tokens = Arc::new(api::auth::Tokens::from_config(&config.auth)?);
         if tokens.is_open() {
@@ -77,11 +83,10 @@ impl Node {
             );
         }
         let metrics = crate::telemetry::metrics::Metrics::new();
-        let path = config.store_path();
         let options = StoreOptions {
             cache_bytes: config.store.cache_bytes,
         };
-        let store = tokio::task::spawn_blocking(move || Store::open(&path, &options))
+        let store = tokio::task::spawn_blocking(move || Store::open_with(location, &options))
             .await
             .map_err(|e| NodeError::Runtime(e.to_string()))??;
         let (writer, writer_thread) = writer::spawn(

@@ -14,7 +14,12 @@ pub fn init_logging(config: &LogConfig) {
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr on a full disk) is dropped. With internal
+        // errors on, tracing-subscriber reports it with `eprintln!`, which panics when stderr
+        // cannot be written either: every handler, the writer thread and the sync tasks would
+        // die on their next log line.
+        .log_internal_errors(false);
     let _ = match config.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),

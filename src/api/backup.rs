@@ -71,7 +71,9 @@ struct Scratch {
 }
 
 fn make_copy(store: &crate::store::Store, running: Running) -> Result<Scratch, StoreError> {
-    let store_path = store.path();
+    let Some(store_path) = store.path() else {
+        return Err(StoreError::Encoding("the store is not a file".into()));
+    };
     let dir = store_path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -101,7 +103,14 @@ fn make_copy(store: &crate::store::Store, running: Running) -> Result<Scratch, S
 /// `GET /v1/admin/backup`: the store as one consistent redb file (application/octet-stream),
 /// with `X-Outpost-Rows`, `X-Outpost-Tables` and `X-Outpost-Schema-Version`.
 pub async fn download(State(app): State<AppState>) -> Result<Response, ApiError> {
-    let running = Running::start(app.store.path()).ok_or_else(|| {
+    let Some(store_path) = app.store.path() else {
+        return Err(ApiError::plain(
+            StatusCode::CONFLICT,
+            "backup_unsupported",
+            "this node's store is not a file; there is nothing to copy",
+        ));
+    };
+    let running = Running::start(store_path).ok_or_else(|| {
         ApiError::plain(
             StatusCode::CONFLICT,
             "backup_running",

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use super::wire::{
     ChannelConfigPackage, CustomersCursor, CustomersPage, GlobalConfigPackage, HealthResponse,
     HqErrorBody, MAX_CUSTOMERS_LIMIT, OutcomePage, PREFIX, RefusalBody, RtsRequest, RtsResponse,
-    UploadRequest, UploadResponse, WireOperation, jobs,
+    STORE_HEADER, UploadRequest, UploadResponse, WireOperation, jobs,
 };
 use crate::config::Config;
 use crate::domain::operation::OpError;
@@ -365,16 +365,20 @@ impl HqClient {
         request: reqwest::RequestBuilder,
         what: &'static str,
     ) -> Result<Answer, HqError> {
-        let mut response = request.send().await.map_err(|e| {
-            if e.is_builder() {
-                HqError::Permanent {
-                    status: 0,
-                    message: format!("cannot build the {what} request: {e}"),
+        let mut response = request
+            .header(STORE_HEADER, &self.store_id)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_builder() {
+                    HqError::Permanent {
+                        status: 0,
+                        message: format!("cannot build the {what} request: {e}"),
+                    }
+                } else {
+                    HqError::transient(format!("{what}: {}", describe(&e)))
                 }
-            } else {
-                HqError::transient(format!("{what}: {}", describe(&e)))
-            }
-        })?;
+            })?;
         let status = response.status();
         let retry_after = parse_retry_after(response.headers());
         let body = read_body(&mut response).await;

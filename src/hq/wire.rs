@@ -9,6 +9,9 @@ use crate::domain::{Action, OperationId, Payload, RecordKind};
 /// Path prefix of every HQ endpoint.
 pub const PREFIX: &str = "/hq/v1";
 
+/// Header naming the calling store on every node request (for HQ's logs and load figures).
+pub const STORE_HEADER: &str = "x-outpost-store";
+
 /// One operation as uploaded (a row for one of HQ's five async tables).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WireOperation {

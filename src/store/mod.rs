@@ -1,8 +1,10 @@
 //! The redb store: one file holding the operation queue, the customer views and their search
 //! index. One writer thread owns every write ([`writer`]); reads run anywhere ([`read`]).
 
+pub mod backend;
 pub mod backup;
 pub mod cdx;
+pub mod faulty;
 pub mod hq_sync;
 pub mod prune;
 pub mod read;
@@ -14,8 +16,9 @@ pub mod writer;
 use std::path::Path;
 use std::sync::Arc;
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::ReadableTable;
 
+pub use backend::StoreLocation;
 pub use read::{CustomerRead, OpFilter};
 pub use writer::{Command, CommandError, Outcome, Submission, WriterHandle};
 
@@ -51,13 +54,34 @@ impl StoreError {
     /// Wraps any redb error, recognising a full disk.
     pub fn db(e: impl Into<redb::Error>) -> StoreError {
         let e: redb::Error = e.into();
-        if let redb::Error::Io(io) = &e
-            && io.kind() == std::io::ErrorKind::StorageFull
-        {
+        let no_space = match &e {
+            redb::Error::Io(io) => is_no_space(io),
+            // A backend may hand redb its own error type with the I/O error inside.
+            redb::Error::Backend(inner) => inner
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(is_no_space),
+            _ => false,
+        };
+        if no_space {
             return StoreError::NoSpace;
         }
         StoreError::Db(e)
     }
+}
+
+/// Whether an I/O error means the disk (or the user's quota) is full, however it was wrapped.
+fn is_no_space(io: &std::io::Error) -> bool {
+    // ENOSPC and EDQUOT on Linux; kept by number too, in case a wrapper lost the kind.
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    matches!(
+        io.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    ) || matches!(io.raw_os_error(), Some(ENOSPC | EDQUOT))
+        || io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+            .is_some_and(is_no_space)
 }
 
 /// Options for opening the store.
@@ -70,45 +94,18 @@ pub struct StoreOptions {
 /// The open store file. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
-    /// The file, so backups can put their scratch copy beside it.
-    path: Arc<Path>,
+    db: Arc<backend::DbSlot>,
 }
 
 impl Store {
     /// Opens (or creates) the store at `path` and makes sure every table exists.
     /// A damaged file is reported, never replaced.
     pub fn open(path: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
-        if let Some(dir) = path.parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::db(redb::StorageError::Io(e)))?;
-        }
-        let db = Database::builder()
-            .set_cache_size(options.cache_bytes)
-            .create(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::Storage(redb::StorageError::Io(io))
-                    if io.kind() != std::io::ErrorKind::InvalidData =>
-                {
-                    StoreError::db(redb::StorageError::Io(io))
-                }
-                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::db(e),
-                other => StoreError::Damaged {
-                    path: path.display().to_string(),
-                    reason: other.to_string(),
-                },
-            })?;
-        let store = Store {
-            db: Arc::new(db),
-            path: Arc::from(path),
-        };
-        store.init_schema()?;
-        Ok(store)
+        Store::open_with(StoreLocation::File(path.to_path_buf()), options)
     }
 
     fn init_schema(&self) -> Result<(), StoreError> {
-        let mut tx = self.db.begin_write().map_err(StoreError::db)?;
+        let mut tx = self.db().begin_write().map_err(StoreError::db)?;
         tx.set_durability(redb::Durability::Immediate)
             .map_err(StoreError::db)?;
         {
@@ -125,7 +122,7 @@ impl Store {
                 Some(v) if v == schema::SCHEMA_VERSION => {}
                 Some(v) => {
                     return Err(StoreError::Damaged {
-                        path: "store".into(),
+                        path: self.location(),
                         reason: format!(
                             "schema version {v}, this build reads {}",
                             schema::SCHEMA_VERSION
@@ -150,19 +147,22 @@ impl Store {
         Ok(())
     }
 
-    /// The underlying database, for the writer and readers of this module.
-    pub(crate) fn db(&self) -> &Database {
-        &self.db
+    /// The underlying database, for the writer of this module.
+    pub(crate) fn db(&self) -> backend::DbRef {
+        self.db.handle()
     }
 
-    /// The store file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The store file (`None` for a store on another backend, such as a simulated disk).
+    pub fn path(&self) -> Option<&Path> {
+        match &self.db.location {
+            StoreLocation::File(path) => Some(path.as_path()),
+            StoreLocation::Backend { .. } => None,
+        }
     }
 
     /// Starts a read transaction.
     pub(crate) fn begin_read(&self) -> Result<redb::ReadTransaction, StoreError> {
-        self.db.begin_read().map_err(StoreError::db)
+        self.db.begin_read()
     }
 }
 

@@ -234,7 +234,7 @@ fn run(store: Store, options: WriterOptions, mut rx: mpsc::Receiver<Job>) {
             }
             Err(e) => {
                 tracing::error!(error = %e, group = jobs.len(), "write group rolled back");
-                let e = Arc::new(e);
+                let e = Arc::new(store.after_write_failure(e));
                 for job in jobs.drain(..) {
                     let _ = job.reply.send(Err(WriteError::Store(e.clone())));
                 }

@@ -48,7 +48,10 @@ impl SyncConfig {
             retry: RetryConfig {
                 initial: Duration::from_millis(config.upload.retry_initial_ms),
                 max: Duration::from_millis(config.upload.retry_max_ms),
-                jitter: Jitter::Full,
+                jitter: match config.upload.retry_jitter {
+                    crate::config::RetryJitter::Full => Jitter::Full,
+                    crate::config::RetryJitter::None => Jitter::None,
+                },
             },
             retention: Duration::from_secs(config.upload.completed_retention_secs),
             cdx_interval: (config.cdx.interval_secs > 0)

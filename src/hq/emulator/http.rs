@@ -122,11 +122,17 @@ async fn method_not_allowed() -> Response {
 async fn fault_gate(State(shared): State<AppState>, request: Request, next: Next) -> Response {
     let at = std::time::Instant::now();
     let path = request.uri().path().to_string();
+    let store = request
+        .headers()
+        .get(crate::hq::wire::STORE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let response = gated(&shared, request, next).await;
     shared.log_request(super::RequestRecord {
         at,
         path,
         status: response.status().as_u16(),
+        store,
     });
     response
 }

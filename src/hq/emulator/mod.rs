@@ -84,6 +84,8 @@ pub struct RequestRecord {
     pub path: String,
     /// The status HQ answered (200 also for a response then dropped).
     pub status: u16,
+    /// The calling store, from the `x-outpost-store` header, if sent.
+    pub store: Option<String>,
 }
 
 impl Shared {
