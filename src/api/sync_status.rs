@@ -176,8 +176,14 @@ pub async fn update(
         ))
     })?;
     if let Some(extra) = body.keys().next() {
+        // An empty key is named by where it is: the body (a refusal never names field "").
+        let field = if extra.is_empty() {
+            "body".to_string()
+        } else {
+            extra.clone()
+        };
         return Err(ApiError::invalid(crate::domain::FieldError::new(
-            extra.clone(),
+            field,
             "unknown_field",
             "only payload can be given",
         )));

@@ -213,7 +213,13 @@ pub fn from_serde(path: &str, message: &str) -> FieldError {
         FieldError::new(join(&name), "required", clean)
     } else if let Some(name) = quoted("unknown field `") {
         // serde_path_to_error already counts the unknown key in the path.
-        let field = if path.ends_with(name.as_str()) {
+        let field = if name.is_empty() {
+            // An empty key (`{"": 1}`): name where it is, never an empty field.
+            match path.trim_end_matches('.') {
+                "" => "body".to_string(),
+                p => p.to_string(),
+            }
+        } else if path.ends_with(name.as_str()) {
             path.to_string()
         } else {
             join(&name)
@@ -233,6 +239,17 @@ pub fn from_serde(path: &str, message: &str) -> FieldError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_unknown_key_is_named_by_where_it_is() {
+        let msg = "unknown field ``, expected one of `first_name`, `last_name`";
+        for path in ["", ".", "."] {
+            let e = from_serde(path, msg);
+            assert_eq!((e.field.as_str(), e.rule), ("body", "unknown_field"));
+        }
+        let e = from_serde("payload.", msg);
+        assert_eq!((e.field.as_str(), e.rule), ("payload", "unknown_field"));
+    }
 
     #[test]
     fn unicode_names_are_valid() {
