@@ -433,7 +433,15 @@ fn mutated_bodies_on_every_write_endpoint() {
                 if ops == 0 {
                     fail(format!("{label}: accepted but no operation"))?;
                 }
-                if !matches!(kind, Kind::OperationPut) {
+                if matches!(kind, Kind::OperationPut) {
+                    let read = f.api.get(&path).await;
+                    if read.status.as_u16() != 200 || !read.body["payload"].is_object() {
+                        fail(format!(
+                            "{label}: saved operation not readable: {} {}",
+                            read.status, read.body
+                        ))?;
+                    }
+                } else {
                     check_readable(&f, &label, &resp).await?;
                 }
             }

@@ -1,8 +1,9 @@
 //! The OpenAPI-driven fuzzer (targets R5): schemathesis, installed by `.ci/run` into
 //! `.ci/venv`, runs against the served `/openapi.json` of an in-process node (open mode,
-//! loopback, temp dir). It must find no 5xx and no answer that breaks the document's response
-//! schemas. Afterwards the node is still healthy, every operation it lists decodes, and its store
-//! opens again after a restart.
+//! loopback, temp dir). It must find no 5xx, and no answer whose body breaks the document's
+//! response schemas or whose status or content type the document does not list. Afterwards the
+//! node is still healthy, every operation it lists decodes, and its store opens again after a
+//! restart.
 //!
 //! Bounds: `OUTPOST_SCHEMATHESIS_MAX_EXAMPLES` per operation (default 40) and
 //! `OUTPOST_SCHEMATHESIS_MAX_TIME` seconds (default 45). Longer run:
@@ -61,7 +62,8 @@ async fn schemathesis_finds_no_server_error_and_no_schema_mismatch() {
         .args(["--url", &base])
         .args([
             "--checks",
-            "not_a_server_error,response_schema_conformance,content_type_conformance",
+            "not_a_server_error,response_schema_conformance,content_type_conformance,\
+             status_code_conformance",
         ])
         // Takes no input, and must reach HQ to answer: with the test node's HQ unreachable it
         // answers its documented 503 `cdx_refresh_failed`, which not_a_server_error counts.
