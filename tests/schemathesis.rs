@@ -71,7 +71,10 @@ async fn schemathesis_finds_no_server_error_and_no_schema_mismatch() {
         .args(["--max-examples", &max_examples.to_string()])
         .args(["--max-time", &max_time.to_string()])
         .args(["--request-timeout", "15"])
-        .args(["--workers", "2"])
+        // One worker: with two, schemathesis 4.32.5 now and then ends in an internal KeyError
+        // (its coverage-phase cache) after every check passed, which would fail this test for
+        // no fault of the node.
+        .args(["--workers", "1"])
         .args([
             "--seed",
             &env_u64("OUTPOST_SCHEMATHESIS_SEED", 7).to_string(),
