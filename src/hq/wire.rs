@@ -84,6 +84,10 @@ pub struct StageResult {
 pub struct UploadResponse {
     /// Per-operation results.
     pub results: Vec<StageResult>,
+    /// The identity of the outcome feed the staged operations will be reported in (see
+    /// [`OutcomePage::feed_id`]). Absent from an HQ that does not send it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed_id: Option<u64>,
 }
 
 /// The state of an operation at HQ, as reported by the outcome feed.

@@ -19,6 +19,11 @@ pub struct StageReport {
     pub revision: u32,
     /// `None` when staged; HQ's refusal otherwise.
     pub refused: Option<OpError>,
+    /// The outcome feed HQ said it staged the operation for (`None`: HQ did not say). A
+    /// report for another feed than the stored one leaves the operation pending (it is sent
+    /// again); with no feed stored yet, the report's feed is stored, so a later page from a new
+    /// feed re-sends the operation.
+    pub feed_id: Option<u64>,
 }
 
 /// What HQ's sync job concluded about an operation.
@@ -60,7 +65,26 @@ impl Tables<'_> {
         now: i64,
     ) -> Result<Refusable, StoreError> {
         let mut changed = 0;
+        let mut stored_feed = self
+            .meta
+            .get(OUTCOME_FEED)
+            .map_err(StoreError::db)?
+            .map_or(0, |g| g.value());
         for report in reports {
+            if let Some(feed) = report.feed_id.filter(|f| *f != 0) {
+                if stored_feed == 0 {
+                    // Staged before the first outcome page: remember the feed, so that an HQ
+                    // that loses its history before that page is noticed (and this re-sent).
+                    self.meta
+                        .insert(OUTCOME_FEED, feed)
+                        .map_err(StoreError::db)?;
+                    stored_feed = feed;
+                } else if feed != stored_feed {
+                    // Staged in a feed the node has already left (HQ lost its history since
+                    // the request went): HQ no longer has it; it stays pending and goes again.
+                    continue;
+                }
+            }
             let Some(mut op) = self.op_by_id(report.id)? else {
                 continue;
             };

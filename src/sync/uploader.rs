@@ -169,6 +169,7 @@ impl Uploader {
             .upload(ops.iter().map(to_wire).collect())
             .await?;
         let latency_ms = started.elapsed().as_millis() as u64;
+        let feed_id = response.feed_id;
         let reports: Vec<StageReport> = response
             .results
             .into_iter()
@@ -182,6 +183,7 @@ impl Uploader {
                         field: None,
                     })
                 }),
+                feed_id,
             })
             .collect();
         let refused = reports.iter().filter(|r| r.refused.is_some()).count() as u64;
@@ -216,6 +218,7 @@ impl Uploader {
                 message,
                 field: None,
             }),
+            feed_id: None,
         };
         self.writer
             .execute(Command::MarkStaged(vec![report]))

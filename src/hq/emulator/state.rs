@@ -309,7 +309,10 @@ impl HqModel {
             .iter()
             .map(|op| self.stage_one(&req.store_id, &req.channel_id, op))
             .collect();
-        Ok(UploadResponse { results })
+        Ok(UploadResponse {
+            results,
+            feed_id: Some(self.feed_id),
+        })
     }
 
     fn stage_one(&mut self, store_id: &str, channel_id: &str, op: &WireOperation) -> StageResult {
