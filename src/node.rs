@@ -50,6 +50,7 @@ impl Node {
         let path = config.store_path();
         let options = StoreOptions {
             cache_bytes: config.store.cache_bytes,
+            quick_repair: false,
         };
         let store = tokio::task::spawn_blocking(move || Store::open(&path, &options))
             .await

@@ -63,12 +63,16 @@ impl StoreError {
 pub struct StoreOptions {
     /// redb page cache, bytes.
     pub cache_bytes: usize,
+    /// Whether each commit also saves the allocator state, so that opening the file after an
+    /// unclean stop skips redb's full repair (see `docs/performance.md`, P8).
+    pub quick_repair: bool,
 }
 
 /// The open store file. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    quick_repair: bool,
 }
 
 impl Store {
@@ -95,15 +99,16 @@ impl Store {
                     reason: other.to_string(),
                 },
             })?;
-        let store = Store { db: Arc::new(db) };
+        let store = Store {
+            db: Arc::new(db),
+            quick_repair: options.quick_repair,
+        };
         store.init_schema()?;
         Ok(store)
     }
 
     fn init_schema(&self) -> Result<(), StoreError> {
-        let mut tx = self.db.begin_write().map_err(StoreError::db)?;
-        tx.set_durability(redb::Durability::Immediate)
-            .map_err(StoreError::db)?;
+        let tx = self.begin_write()?;
         {
             let mut meta = tx.open_table(schema::META).map_err(StoreError::db)?;
             let version = meta
@@ -143,9 +148,13 @@ impl Store {
         Ok(())
     }
 
-    /// The underlying database, for the writer and readers of this module.
-    pub(crate) fn db(&self) -> &Database {
-        &self.db
+    /// Starts a durable write transaction, with quick repair as configured.
+    pub(crate) fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
+        let mut tx = self.db.begin_write().map_err(StoreError::db)?;
+        tx.set_durability(redb::Durability::Immediate)
+            .map_err(StoreError::db)?;
+        tx.set_quick_repair(self.quick_repair);
+        Ok(tx)
     }
 
     /// Starts a read transaction.

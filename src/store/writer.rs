@@ -245,9 +245,7 @@ pub(crate) fn commit_group(
     options: &WriterOptions,
     commands: &[&Command],
 ) -> Result<Vec<Refusable>, StoreError> {
-    let mut tx = store.db().begin_write().map_err(StoreError::db)?;
-    tx.set_durability(redb::Durability::Immediate)
-        .map_err(StoreError::db)?;
+    let tx = store.begin_write()?;
     let results = {
         let mut t = Tables::open(&tx)?;
         let mut next_seq = t
