@@ -73,6 +73,7 @@ pub struct StoreOptions {
 pub struct Store {
     db: Arc<Database>,
     quick_repair: bool,
+    held: Arc<cdx::HeldCache>,
 }
 
 impl Store {
@@ -102,6 +103,7 @@ impl Store {
         let store = Store {
             db: Arc::new(db),
             quick_repair: options.quick_repair,
+            held: Arc::default(),
         };
         store.init_schema()?;
         Ok(store)

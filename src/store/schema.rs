@@ -1,7 +1,9 @@
 //! The tables of the store file and how records are encoded in them.
 //!
 //! Records are JSON: self-describing, so a newer node reads an older file, and a technician can
-//! read a dump. Keys are fixed-width integers or short strings.
+//! read a dump. Keys are fixed-width integers or short strings. A customer record carries a
+//! small binary header before its JSON (when it last changed, and its search terms), so that a
+//! search can check and rank candidates without decoding their views.
 
 use redb::TableDefinition;
 use serde::{Serialize, de::DeserializeOwned};
@@ -17,10 +19,12 @@ pub const OP_IDS: TableDefinition<u128, u64> = TableDefinition::new("operation_i
 /// (state code, sequence number): operations by state, in acceptance order.
 pub const OPS_BY_STATE: TableDefinition<(u8, u64), ()> =
     TableDefinition::new("operations_by_state");
-/// Customer reference → materialised customer view.
+/// Customer reference → materialised customer view ([`encode_customer`]).
 pub const CUSTOMERS: TableDefinition<&str, &[u8]> = TableDefinition::new("customers");
-/// (customer reference, sequence number): each customer's operations in order.
-pub const CUSTOMER_OPS: TableDefinition<(&str, u64), ()> =
+/// (customer reference, sequence number) → the operation's state code: each customer's
+/// operations in order, with their states, so a customer's sync state is read without decoding
+/// its operations.
+pub const CUSTOMER_OPS: TableDefinition<(&str, u64), u8> =
     TableDefinition::new("customer_operations");
 /// (folded search term, customer reference).
 pub const SEARCH: TableDefinition<(&str, &str), ()> = TableDefinition::new("search_terms");
@@ -34,8 +38,9 @@ pub const CUSTOMER_BASES: TableDefinition<&str, &[u8]> = TableDefinition::new("c
 /// CDX job number → the package held (JSON: version, when it arrived, its body).
 pub const CDX_JOBS: TableDefinition<u32, &[u8]> = TableDefinition::new("cdx_jobs");
 
-/// Version of the layout above; bumped on incompatible change.
-pub const SCHEMA_VERSION: u64 = 1;
+/// Version of the layout above; bumped on incompatible change (2: customer records carry a
+/// header, customer operations carry their state).
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// Key in [`META`] of the next operation sequence number.
 pub const NEXT_SEQ: &str = "next_seq";
@@ -50,4 +55,88 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 /// Decodes a stored record.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Encoding(e.to_string()))
+}
+
+/// Separator of the search terms in a customer record's header (terms are folded to ASCII
+/// letters, digits and punctuation; never a NUL).
+const TERM_SEP: u8 = 0;
+
+/// Encodes a customer record: `updated_at_ms` (i64 LE), the length of the terms (u32 LE), the
+/// terms joined by NUL, then the view as JSON.
+pub fn encode_customer(
+    view: &crate::domain::view::CustomerView,
+    terms: &[String],
+) -> Result<Vec<u8>, StoreError> {
+    let json = encode(view)?;
+    Ok(encode_customer_json(view.updated_at_ms, terms, &json))
+}
+
+/// As [`encode_customer`], with the view already encoded.
+pub fn encode_customer_json(updated_at_ms: i64, terms: &[String], json: &[u8]) -> Vec<u8> {
+    let terms_len: usize = terms.iter().map(|t| t.len() + 1).sum();
+    let mut out = Vec::with_capacity(12 + terms_len + json.len());
+    out.extend_from_slice(&updated_at_ms.to_le_bytes());
+    out.extend_from_slice(&(terms_len as u32).to_le_bytes());
+    for t in terms {
+        out.extend_from_slice(t.as_bytes());
+        out.push(TERM_SEP);
+    }
+    out.extend_from_slice(json);
+    out
+}
+
+/// A customer record, parsed without decoding its view.
+pub struct CustomerRecord<'a> {
+    /// When the view last changed (Unix ms).
+    pub updated_at_ms: i64,
+    terms: &'a [u8],
+    json: &'a [u8],
+}
+
+impl<'a> CustomerRecord<'a> {
+    /// Splits a stored record into its header and its JSON.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, StoreError> {
+        let bad = || StoreError::Encoding("customer record header".into());
+        let (at, rest) = bytes.split_first_chunk::<8>().ok_or_else(bad)?;
+        let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err(bad());
+        }
+        let (terms, json) = rest.split_at(len);
+        Ok(CustomerRecord {
+            updated_at_ms: i64::from_le_bytes(*at),
+            terms,
+            json,
+        })
+    }
+
+    /// The customer's search terms, as indexed.
+    pub fn terms(&self) -> impl Iterator<Item = &'a [u8]> + use<'a> {
+        self.terms
+            .split(|b| *b == TERM_SEP)
+            .filter(|t| !t.is_empty())
+    }
+
+    /// Whether every query term is a prefix of one of the customer's terms.
+    pub fn matches_all(&self, query: &[String]) -> bool {
+        query
+            .iter()
+            .all(|q| self.terms().any(|t| t.starts_with(q.as_bytes())))
+    }
+
+    /// The view.
+    pub fn view(&self) -> Result<crate::domain::view::CustomerView, StoreError> {
+        decode(self.json)
+    }
+
+    /// The view's JSON.
+    pub fn json(&self) -> &'a [u8] {
+        self.json
+    }
+}
+
+/// Decodes a stored customer record's view.
+pub fn decode_customer(bytes: &[u8]) -> Result<crate::domain::view::CustomerView, StoreError> {
+    CustomerRecord::parse(bytes)?.view()
 }

@@ -4,7 +4,7 @@
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::StoreError;
-use super::schema::{self, decode, encode};
+use super::schema::{self, decode, decode_customer, encode};
 use crate::domain::operation::OpError;
 use crate::domain::search;
 use crate::domain::view::CustomerView;
@@ -17,7 +17,7 @@ pub(crate) struct Tables<'tx> {
     pub op_ids: Table<'tx, u128, u64>,
     pub by_state: Table<'tx, (u8, u64), ()>,
     pub customers: Table<'tx, &'static str, &'static [u8]>,
-    pub customer_ops: Table<'tx, (&'static str, u64), ()>,
+    pub customer_ops: Table<'tx, (&'static str, u64), u8>,
     pub search: Table<'tx, (&'static str, &'static str), ()>,
     pub accounts: Table<'tx, &'static str, &'static str>,
     pub bases: Table<'tx, &'static str, &'static [u8]>,
@@ -46,7 +46,7 @@ impl<'tx> Tables<'tx> {
         })
     }
 
-    /// Moves an operation to `state`, keeping the by-state index in step.
+    /// Moves an operation to `state`, keeping the by-state and per-customer indexes in step.
     pub fn set_state(
         &mut self,
         op: &mut Operation,
@@ -54,15 +54,27 @@ impl<'tx> Tables<'tx> {
         error: Option<OpError>,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.by_state
-            .remove((op.state.code(), op.seq))
-            .map_err(StoreError::db)?;
+        if op.state != state {
+            self.by_state
+                .remove((op.state.code(), op.seq))
+                .map_err(StoreError::db)?;
+            self.by_state
+                .insert((state.code(), op.seq), ())
+                .map_err(StoreError::db)?;
+            self.customer_ops
+                .insert((op.customer_ref.as_str(), op.seq), state.code())
+                .map_err(StoreError::db)?;
+        }
         op.state = state;
         op.error = error;
         op.updated_at_ms = now;
-        self.insert_op(op)
+        self.ops
+            .insert(op.seq, encode(op)?.as_slice())
+            .map_err(StoreError::db)?;
+        Ok(())
     }
 
+    /// Writes a new operation and every index of it.
     pub fn insert_op(&mut self, op: &Operation) -> Result<(), StoreError> {
         self.ops
             .insert(op.seq, encode(op)?.as_slice())
@@ -72,6 +84,9 @@ impl<'tx> Tables<'tx> {
             .map_err(StoreError::db)?;
         self.by_state
             .insert((op.state.code(), op.seq), ())
+            .map_err(StoreError::db)?;
+        self.customer_ops
+            .insert((op.customer_ref.as_str(), op.seq), op.state.code())
             .map_err(StoreError::db)?;
         Ok(())
     }
@@ -90,7 +105,7 @@ impl<'tx> Tables<'tx> {
     /// The customer by temporary reference or HQ account number.
     pub fn customer(&self, key: &str) -> Result<Option<CustomerView>, StoreError> {
         if let Some(bytes) = self.customers.get(key).map_err(StoreError::db)? {
-            return decode(bytes.value()).map(Some);
+            return decode_customer(bytes.value()).map(Some);
         }
         let Some(customer_ref) = self.accounts.get(key).map_err(StoreError::db)? else {
             return Ok(None);
@@ -101,9 +116,35 @@ impl<'tx> Tables<'tx> {
             .get(customer_ref.as_str())
             .map_err(StoreError::db)?
         {
-            Some(bytes) => decode(bytes.value()).map(Some),
+            Some(bytes) => decode_customer(bytes.value()).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Whether a customer record exists under this reference.
+    pub fn has_customer(&self, customer_ref: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .customers
+            .get(customer_ref)
+            .map_err(StoreError::db)?
+            .is_some())
+    }
+
+    /// Whether the customer has operations HQ has not confirmed (read from the per-customer
+    /// index, without decoding them).
+    pub fn has_unconfirmed(&self, customer_ref: &str) -> Result<bool, StoreError> {
+        let completed = OpState::Completed.code();
+        for entry in self
+            .customer_ops
+            .range((customer_ref, 0)..=(customer_ref, u64::MAX))
+            .map_err(StoreError::db)?
+        {
+            let (_, state) = entry.map_err(StoreError::db)?;
+            if state.value() != completed {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The customer's operations still held at the node, in acceptance order.
@@ -199,12 +240,21 @@ impl<'tx> Tables<'tx> {
         Ok(())
     }
 
-    /// Whether a new operation on this customer must wait behind a failed one.
+    /// Whether a new operation on this customer must wait behind a failed one (read from the
+    /// per-customer index, without decoding the operations).
     pub fn customer_blocked(&self, customer_ref: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .customer_operations(customer_ref)?
-            .iter()
-            .any(|o| matches!(o.state, OpState::Failed | OpState::Held)))
+        let (failed, held) = (OpState::Failed.code(), OpState::Held.code());
+        for entry in self
+            .customer_ops
+            .range((customer_ref, 0)..=(customer_ref, u64::MAX))
+            .map_err(StoreError::db)?
+        {
+            let (_, state) = entry.map_err(StoreError::db)?;
+            if state.value() == failed || state.value() == held {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Writes a customer view and brings its search terms in step with `old`.
@@ -213,12 +263,24 @@ impl<'tx> Tables<'tx> {
         old: Option<&CustomerView>,
         new: &CustomerView,
     ) -> Result<(), StoreError> {
+        let json = encode(new)?;
+        self.put_view_json(old, new, &json)
+    }
+
+    /// As [`Tables::put_view`], with the view already encoded as `json`.
+    pub fn put_view_json(
+        &mut self,
+        old: Option<&CustomerView>,
+        new: &CustomerView,
+        json: &[u8],
+    ) -> Result<(), StoreError> {
         let key = new.customer_ref.as_str();
-        self.customers
-            .insert(key, encode(new)?.as_slice())
-            .map_err(StoreError::db)?;
         let old_terms = old.map(search::terms).unwrap_or_default();
         let new_terms = search::terms(new);
+        let record = schema::encode_customer_json(new.updated_at_ms, &new_terms, json);
+        self.customers
+            .insert(key, record.as_slice())
+            .map_err(StoreError::db)?;
         for term in old_terms
             .iter()
             .filter(|t| new_terms.binary_search(t).is_err())

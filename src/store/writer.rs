@@ -291,6 +291,13 @@ pub(crate) fn commit_group(
         results
     };
     tx.commit().map_err(StoreError::db)?;
+    if commands
+        .iter()
+        .any(|c| matches!(c, Command::ApplyConfig { .. }))
+    {
+        // Only after the commit: a reader that sees the new generation reads the new data.
+        store.held_config_changed();
+    }
     Ok(results)
 }
 
@@ -391,9 +398,6 @@ impl Tables<'_> {
         // Every check passed: from here on only writes.
         *next_seq += 1;
         self.insert_op(&op)?;
-        self.customer_ops
-            .insert((op.customer_ref.as_str(), op.seq), ())
-            .map_err(StoreError::db)?;
         self.put_view(old_view.as_ref(), &new_view)?;
         Ok(Ok(Outcome::Accepted {
             operation_id: op.id,
