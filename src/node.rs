@@ -48,10 +48,7 @@ impl Node {
     /// Opens the store, starts the writer, binds the listener and starts serving.
     pub async fn start(config: &Config) -> Result<Node, NodeError> {
         let path = config.store_path();
-        let options = StoreOptions {
-            cache_bytes: config.store.cache_bytes,
-            quick_repair: false,
-        };
+        let options = StoreOptions::new(config.store.cache_bytes);
         let store = tokio::task::spawn_blocking(move || Store::open(&path, &options))
             .await
             .map_err(|e| NodeError::Runtime(e.to_string()))??;

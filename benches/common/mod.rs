@@ -318,16 +318,14 @@ pub fn empty_view() -> CustomerView {
 // ---------------------------------------------------------------------------------------------
 // The node's store
 
-/// Opens a store with the node's default page cache.
+/// Opens a store as the node does (its default page cache, quick repair on), or with quick
+/// repair off when `OUTPOST_BENCH_QUICK_REPAIR=0` (to compare).
 pub fn open_store(path: &Path) -> Store {
-    Store::open(
-        path,
-        &StoreOptions {
-            cache_bytes: 64 << 20,
-            quick_repair: false,
-        },
-    )
-    .expect("open store")
+    let mut options = StoreOptions::new(64 << 20);
+    if std::env::var("OUTPOST_BENCH_QUICK_REPAIR").as_deref() == Ok("0") {
+        options.quick_repair = false;
+    }
+    Store::open(path, &options).expect("open store")
 }
 
 /// Starts a writer on `store`.

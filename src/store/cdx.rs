@@ -24,6 +24,10 @@ pub const JOB_CHANNEL: u32 = 1070;
 /// Job 1110: global configuration.
 pub const JOB_GLOBAL: u32 = 1110;
 
+/// Customers of a 1010 download whose search index writes are sorted and applied together
+/// (bounds the memory held: about 8 terms per customer).
+const APPLY_SORT_CHUNK: usize = 100_000;
+
 /// A package as held in the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeldPackage {
@@ -80,8 +84,14 @@ impl Tables<'_> {
         package: &HeldPackage,
         copies: &[HqCopy],
     ) -> Result<Refusable, StoreError> {
-        for copy in copies {
-            self.rebase(copy)?;
+        // A download is large and its customers come in HQ's order: the search index writes
+        // are collected and applied sorted, a bounded number at a time.
+        for chunk in copies.chunks(APPLY_SORT_CHUNK) {
+            self.defer_terms();
+            for copy in chunk {
+                self.rebase(copy)?;
+            }
+            self.flush_terms()?;
         }
         self.hold(JOB_CUSTOMERS, package)?;
         Ok(Ok(Outcome::Synced(copies.len())))

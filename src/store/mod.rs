@@ -68,6 +68,19 @@ pub struct StoreOptions {
     pub quick_repair: bool,
 }
 
+impl StoreOptions {
+    /// The node's choice: quick repair on. After `kill -9` redb's default repair walks the
+    /// whole file (seconds at a million customers, over the 5 s restart target); with quick
+    /// repair the file opens in milliseconds, and group commit hides its cost per commit
+    /// (figures in `docs/performance.md`, P2 and P8).
+    pub fn new(cache_bytes: usize) -> Self {
+        StoreOptions {
+            cache_bytes,
+            quick_repair: true,
+        }
+    }
+}
+
 /// The open store file. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {

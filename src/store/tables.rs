@@ -22,6 +22,9 @@ pub(crate) struct Tables<'tx> {
     pub accounts: Table<'tx, &'static str, &'static str>,
     pub bases: Table<'tx, &'static str, &'static [u8]>,
     pub cdx_jobs: Table<'tx, u32, &'static [u8]>,
+    /// Search index writes held back to be applied in key order (bulk applies): (term,
+    /// customer reference, insert or remove), in the order they were made.
+    deferred_terms: Option<Vec<(String, String, bool)>>,
 }
 
 impl<'tx> Tables<'tx> {
@@ -43,7 +46,47 @@ impl<'tx> Tables<'tx> {
                 .open_table(schema::CUSTOMER_BASES)
                 .map_err(StoreError::db)?,
             cdx_jobs: tx.open_table(schema::CDX_JOBS).map_err(StoreError::db)?,
+            deferred_terms: None,
         })
+    }
+
+    /// From now on, search index writes are held back until [`Tables::flush_terms`]. Nothing
+    /// may read the search index meanwhile.
+    pub fn defer_terms(&mut self) {
+        self.deferred_terms.get_or_insert_with(Vec::new);
+    }
+
+    /// Applies the search index writes held back, in key order (a B-tree takes sorted inserts
+    /// far faster than scattered ones: each leaf is visited once per run, not once per key),
+    /// and stops holding them back.
+    pub fn flush_terms(&mut self) -> Result<(), StoreError> {
+        let Some(mut writes) = self.deferred_terms.take() else {
+            return Ok(());
+        };
+        // Stable: writes of the same key keep their order, so the last one wins.
+        writes.sort_by(|a, b| (a.0.as_str(), a.1.as_str()).cmp(&(b.0.as_str(), b.1.as_str())));
+        for (term, key, insert) in &writes {
+            let k = (term.as_str(), key.as_str());
+            if *insert {
+                self.search.insert(k, ()).map_err(StoreError::db)?;
+            } else {
+                self.search.remove(k).map_err(StoreError::db)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn term_write(&mut self, term: &str, key: &str, insert: bool) -> Result<(), StoreError> {
+        if let Some(deferred) = &mut self.deferred_terms {
+            deferred.push((term.to_string(), key.to_string(), insert));
+            return Ok(());
+        }
+        if insert {
+            self.search.insert((term, key), ()).map_err(StoreError::db)?;
+        } else {
+            self.search.remove((term, key)).map_err(StoreError::db)?;
+        }
+        Ok(())
     }
 
     /// Moves an operation to `state`, keeping the by-state and per-customer indexes in step.
@@ -229,9 +272,7 @@ impl<'tx> Tables<'tx> {
         let key = view.customer_ref.as_str();
         self.customers.remove(key).map_err(StoreError::db)?;
         for term in search::terms(view) {
-            self.search
-                .remove((term.as_str(), key))
-                .map_err(StoreError::db)?;
+            self.term_write(&term, key, false)?;
         }
         if let Some(acc) = &view.account_number {
             self.accounts.remove(acc.as_str()).map_err(StoreError::db)?;
@@ -285,17 +326,13 @@ impl<'tx> Tables<'tx> {
             .iter()
             .filter(|t| new_terms.binary_search(t).is_err())
         {
-            self.search
-                .remove((term.as_str(), key))
-                .map_err(StoreError::db)?;
+            self.term_write(term, key, false)?;
         }
         for term in new_terms
             .iter()
             .filter(|t| old_terms.binary_search(t).is_err())
         {
-            self.search
-                .insert((term.as_str(), key), ())
-                .map_err(StoreError::db)?;
+            self.term_write(term, key, true)?;
         }
         if let Some(acc) = &new.account_number {
             self.accounts
