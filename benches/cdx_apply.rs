@@ -47,7 +47,11 @@ fn main() {
 
     let mut conn = common::sqlite::open(&dir.path().join("bench.db"));
     let start = Instant::now();
-    common::sqlite::load_customers(&mut conn, (0..total).map(|i| common::hq_copy(i, now)), total);
+    common::sqlite::load_customers(
+        &mut conn,
+        (0..total).map(|i| common::hq_copy(i, now)),
+        total,
+    );
     let lite = total as f64 / start.elapsed().as_secs_f64();
 
     common::report(

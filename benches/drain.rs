@@ -49,7 +49,10 @@ fn main() {
             if done as usize >= total {
                 break;
             }
-            assert!(start.elapsed() < deadline, "drain did not finish: {counts:?}");
+            assert!(
+                start.elapsed() < deadline,
+                "drain did not finish: {counts:?}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let elapsed = start.elapsed();

@@ -41,7 +41,8 @@ fn node_with(total: usize, group_commit_max: usize, quick_repair: bool) -> f64 {
 /// The same creates into the SQLite queue with the same batching.
 fn sqlite(total: usize, group_commit_max: usize) -> f64 {
     let dir = common::scratch_dir();
-    let (queue, thread) = common::sqlite::Queue::spawn(&dir.path().join("bench.db"), group_commit_max);
+    let (queue, thread) =
+        common::sqlite::Queue::spawn(&dir.path().join("bench.db"), group_commit_max);
     let rt = common::runtime();
     let per = total / SUBMITTERS;
     let elapsed = rt.block_on(async {
@@ -95,11 +96,15 @@ fn main() {
                 "ops/s",
                 lite,
                 "ops/s",
-                format!("SQLite WAL synchronous=FULL, same queue and batching, {group_total} creates"),
+                format!(
+                    "SQLite WAL synchronous=FULL, same queue and batching, {group_total} creates"
+                ),
             ),
             Figure::higher(
                 "p2-group-commit-quick-repair",
-                format!("{group_total} creates, group commit ≤ {GROUP}, quick repair on (the node's choice)"),
+                format!(
+                    "{group_total} creates, group commit ≤ {GROUP}, quick repair on (the node's choice)"
+                ),
                 group,
                 "ops/s",
                 full_repair,
@@ -108,7 +113,9 @@ fn main() {
             ),
             Figure::higher(
                 "p3-fsync-floor",
-                format!("{group_total} creates, group commit ≤ {GROUP} (ratio = acked ops per fsync)"),
+                format!(
+                    "{group_total} creates, group commit ≤ {GROUP} (ratio = acked ops per fsync)"
+                ),
                 group,
                 "ops/s",
                 fsync,

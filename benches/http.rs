@@ -82,7 +82,9 @@ fn main() {
                 "creates/s",
                 noop_rps,
                 "req/s",
-                format!("no-op JSON endpoint, same parsing; p50 {n50:.2} ms, p99 {n99:.2} ms, p999 {n999:.2} ms"),
+                format!(
+                    "no-op JSON endpoint, same parsing; p50 {n50:.2} ms, p99 {n99:.2} ms, p999 {n999:.2} ms"
+                ),
             ),
             Figure::lower(
                 "p1-http-creates-p99",

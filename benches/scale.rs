@@ -54,8 +54,13 @@ fn query(k: usize, cached: usize, local: usize) -> String {
 }
 
 /// Runs `n` queries of the mix on one thread; per-kind latencies.
-fn mix(n: usize, cached: usize, local: usize, mut search: impl FnMut(&str) -> usize) -> (f64, Vec<Vec<Duration>>) {
-    let mut lat: Vec<Vec<Duration>> = vec![Vec::with_capacity(n / 5 + 1); 5];
+fn mix(
+    n: usize,
+    cached: usize,
+    local: usize,
+    mut search: impl FnMut(&str) -> usize,
+) -> (f64, Vec<Vec<Duration>>) {
+    let mut lat: Vec<Vec<Duration>> = (0..5).map(|_| Vec::with_capacity(n / 5 + 1)).collect();
     let mut found = 0usize;
     let start = Instant::now();
     for k in 0..n {
@@ -65,7 +70,10 @@ fn mix(n: usize, cached: usize, local: usize, mut search: impl FnMut(&str) -> us
         lat[k % 5].push(t.elapsed());
     }
     let rate = n as f64 / start.elapsed().as_secs_f64();
-    assert!(found >= n * 9 / 10, "most queries find their customer ({found} of {n})");
+    assert!(
+        found >= n * 9 / 10,
+        "most queries find their customer ({found} of {n})"
+    );
     (rate, lat)
 }
 
@@ -90,18 +98,32 @@ fn build(path: &Path, lite_path: &Path, cached: usize, local: usize) {
     rt.block_on(async {
         common::hold_async_config(&writer).await;
         common::load_customers(&writer, cached, 50_000).await;
-        eprintln!("{cached} customers cached in {:.1} s", start.elapsed().as_secs_f64());
+        eprintln!(
+            "{cached} customers cached in {:.1} s",
+            start.elapsed().as_secs_f64()
+        );
         let t = Instant::now();
         common::enqueue(&writer, cached, local, 64).await;
-        eprintln!("{local} creates queued in {:.1} s", t.elapsed().as_secs_f64());
+        eprintln!(
+            "{local} creates queued in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
     });
     drop(writer);
     thread.join().expect("writer");
     let start = Instant::now();
     let mut conn = common::sqlite::open(lite_path);
     let now = outpost::store::now_ms();
-    common::sqlite::load_customers(&mut conn, (0..cached).map(|i| common::hq_copy(i, now)), 50_000);
-    common::sqlite::load_creates(&mut conn, (cached..cached + local).map(common::customer), 512);
+    common::sqlite::load_customers(
+        &mut conn,
+        (0..cached).map(|i| common::hq_copy(i, now)),
+        50_000,
+    );
+    common::sqlite::load_creates(
+        &mut conn,
+        (cached..cached + local).map(common::customer),
+        512,
+    );
     eprintln!("SQLite data set in {:.1} s", start.elapsed().as_secs_f64());
 }
 
@@ -125,7 +147,9 @@ fn child_serve(path: &Path) {
         .expect("client runtime");
     let server = rt.block_on(Server::start(store.clone(), writer.clone()));
     let n = common::scaled(50_000, 5_000);
-    mix(n, cached, local, |q| store.search(q, LIMIT).expect("search").len());
+    mix(n, cached, local, |q| {
+        store.search(q, LIMIT).expect("search").len()
+    });
     let path_of: Arc<dyn Fn(usize) -> String + Send + Sync> =
         Arc::new(move |k| search_path(k, cached, local));
     let secs = (5.0 * common::scale()).clamp(2.0, 5.0);
@@ -256,12 +280,18 @@ fn main() {
     let store = open(&path, true);
     let conn = common::sqlite::open(&lite_path);
     // Warm both caches with one pass each.
-    mix(n / 5, cached, local, |q| store.search(q, LIMIT).expect("search").len());
-    mix(n / 5, cached, local, |q| common::sqlite::search(&conn, q, LIMIT).len());
-    let (node_rate, mut node_lat) =
-        mix(n, cached, local, |q| store.search(q, LIMIT).expect("search").len());
-    let (lite_rate, mut lite_lat) =
-        mix(n, cached, local, |q| common::sqlite::search(&conn, q, LIMIT).len());
+    mix(n / 5, cached, local, |q| {
+        store.search(q, LIMIT).expect("search").len()
+    });
+    mix(n / 5, cached, local, |q| {
+        common::sqlite::search(&conn, q, LIMIT).len()
+    });
+    let (node_rate, mut node_lat) = mix(n, cached, local, |q| {
+        store.search(q, LIMIT).expect("search").len()
+    });
+    let (lite_rate, mut lite_lat) = mix(n, cached, local, |q| {
+        common::sqlite::search(&conn, q, LIMIT).len()
+    });
     let (n50, n99, node_kinds) = summary(&mut node_lat);
     let (l50, l99, lite_kinds) = summary(&mut lite_lat);
     drop(conn);
@@ -288,12 +318,16 @@ fn main() {
         &[
             Figure::higher(
                 "p5-search-vs-sqlite",
-                format!("{data}; {n} queries of the mix, limit {LIMIT}, one thread; p50 {n50:.3} ms; p99 by kind (ms): {node_kinds}"),
+                format!(
+                    "{data}; {n} queries of the mix, limit {LIMIT}, one thread; p50 {n50:.3} ms; p99 by kind (ms): {node_kinds}"
+                ),
                 node_rate,
                 "searches/s",
                 lite_rate,
                 "searches/s",
-                format!("SQLite term index (term, ref) PK, same data and queries; p50 {l50:.3} ms, p99 {l99:.3} ms; by kind: {lite_kinds}"),
+                format!(
+                    "SQLite term index (term, ref) PK, same data and queries; p50 {l50:.3} ms, p99 {l99:.3} ms; by kind: {lite_kinds}"
+                ),
             ),
             Figure::lower(
                 "p5-search-p99",
@@ -319,7 +353,9 @@ fn main() {
         "P7 memory",
         &[Figure::lower(
             "p7-peak-rss",
-            format!("{data}; peak RSS (VmHWM) of a process serving the P5 mix in process and over HTTP (store file {size_mib:.0} MiB, page cache 64 MiB)"),
+            format!(
+                "{data}; peak RSS (VmHWM) of a process serving the P5 mix in process and over HTTP (store file {size_mib:.0} MiB, page cache 64 MiB)"
+            ),
             rss,
             "MiB",
             200.0,
@@ -341,7 +377,9 @@ fn main() {
             ),
             Figure::lower(
                 "p8-ready-after-kill9",
-                format!("{data}; kill -9 while writing, quick repair on (the node's choice); store open {quick_open:.1} ms; file {size_after:.0} MiB"),
+                format!(
+                    "{data}; kill -9 while writing, quick repair on (the node's choice); store open {quick_open:.1} ms; file {size_after:.0} MiB"
+                ),
                 quick,
                 "ms",
                 5000.0,
@@ -350,7 +388,9 @@ fn main() {
             ),
             Figure::lower(
                 "p8-ready-after-kill9-full-repair",
-                format!("{data}; kill -9 while writing, quick repair off (redb's default: the repair walks the file); store open {killed_open:.1} ms"),
+                format!(
+                    "{data}; kill -9 while writing, quick repair off (redb's default: the repair walks the file); store open {killed_open:.1} ms"
+                ),
                 killed,
                 "ms",
                 5000.0,

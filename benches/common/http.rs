@@ -25,7 +25,10 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// The no-op endpoint: the same body parsing as `POST /v1/customers` (`JsonValue` and
 /// `Payload::parse`), an answer of the same shape, and nothing written.
-async fn noop(State(_): State<AppState>, JsonValue(body): JsonValue) -> (StatusCode, Json<serde_json::Value>) {
+async fn noop(
+    State(_): State<AppState>,
+    JsonValue(body): JsonValue,
+) -> (StatusCode, Json<serde_json::Value>) {
     match Payload::parse(RecordKind::Customer, Action::Create, body) {
         Ok(_) => (
             StatusCode::ACCEPTED,

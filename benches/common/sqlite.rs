@@ -198,7 +198,11 @@ pub fn load_customers(conn: &mut Connection, copies: impl Iterator<Item = HqCopy
 }
 
 /// Queues local creates directly (no writer thread), `chunk` per transaction.
-pub fn load_creates(conn: &mut Connection, creates: impl Iterator<Item = NewCustomer>, chunk: usize) {
+pub fn load_creates(
+    conn: &mut Connection,
+    creates: impl Iterator<Item = NewCustomer>,
+    chunk: usize,
+) {
     let mut tx = conn.transaction().expect("begin");
     let mut seq = next_seq(&tx);
     let now = outpost::store::now_ms();

@@ -238,7 +238,11 @@ impl Store {
     /// after the writer committed a new package.
     pub fn held_config(&self) -> Result<HeldConfig, StoreError> {
         let generation = self.held.generation.load(Ordering::Acquire);
-        if let Some((g, config)) = &*self.held.value.read().unwrap_or_else(PoisonError::into_inner)
+        if let Some((g, config)) = &*self
+            .held
+            .value
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
             && *g == generation
         {
             return Ok(config.clone());

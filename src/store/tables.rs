@@ -82,7 +82,9 @@ impl<'tx> Tables<'tx> {
             return Ok(());
         }
         if insert {
-            self.search.insert((term, key), ()).map_err(StoreError::db)?;
+            self.search
+                .insert((term, key), ())
+                .map_err(StoreError::db)?;
         } else {
             self.search.remove((term, key)).map_err(StoreError::db)?;
         }
