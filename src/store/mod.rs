@@ -151,6 +151,8 @@ impl Store {
             tx.open_table(schema::OPS_BY_STATE)
                 .map_err(StoreError::db)?;
             tx.open_table(schema::CUSTOMERS).map_err(StoreError::db)?;
+            tx.open_table(schema::CUSTOMER_KEYS)
+                .map_err(StoreError::db)?;
             tx.open_table(schema::CUSTOMER_OPS)
                 .map_err(StoreError::db)?;
             tx.open_table(schema::SEARCH).map_err(StoreError::db)?;

@@ -3,7 +3,7 @@
 
 use redb::{ReadOnlyTable, ReadableTableMetadata};
 
-use super::schema::{self, CustomerRecord, decode, decode_customer};
+use super::schema::{self, CustomerKeys, decode};
 use super::{Store, StoreError};
 use crate::domain::search;
 use crate::domain::view::{CustomerView, SyncState};
@@ -44,12 +44,12 @@ impl Store {
         let customers = t(tx.open_table(schema::CUSTOMERS))?;
         let customer_ops = t(tx.open_table(schema::CUSTOMER_OPS))?;
         let view = match t(customers.get(key))? {
-            Some(bytes) => Some(decode_customer(bytes.value())?),
+            Some(bytes) => Some(decode::<CustomerView>(bytes.value())?),
             None => {
                 let accounts = t(tx.open_table(schema::ACCOUNTS))?;
                 match t(accounts.get(key))? {
                     Some(r) => match t(customers.get(r.value()))? {
-                        Some(bytes) => Some(decode_customer(bytes.value())?),
+                        Some(bytes) => Some(decode::<CustomerView>(bytes.value())?),
                         None => None,
                     },
                     None => None,
@@ -72,6 +72,7 @@ impl Store {
         let tx = self.begin_read()?;
         let index = t(tx.open_table(schema::SEARCH))?;
         let customers = t(tx.open_table(schema::CUSTOMERS))?;
+        let keys = t(tx.open_table(schema::CUSTOMER_KEYS))?;
         let customer_ops = t(tx.open_table(schema::CUSTOMER_OPS))?;
         // The term with the fewest matches drives; every candidate is then checked against all
         // terms. Longer terms are usually more selective, so they are scanned first, and a
@@ -103,14 +104,14 @@ impl Store {
         let mut refs = refs.unwrap_or_default();
         refs.sort();
         refs.dedup();
-        // Candidates are checked and ranked from their records' headers (terms and time of
-        // change); only the views returned are decoded.
+        // Candidates are checked and ranked by their key records (terms and time of change, a
+        // table a fraction of the views' size); only the views returned are decoded.
         let mut ranked: Vec<(i64, String)> = Vec::with_capacity(refs.len());
         for r in refs {
-            let Some(bytes) = t(customers.get(r.as_str()))? else {
+            let Some(bytes) = t(keys.get(r.as_str()))? else {
                 continue;
             };
-            let record = CustomerRecord::parse(bytes.value())?;
+            let record = CustomerKeys::parse(bytes.value())?;
             if record.matches_all(&terms) {
                 ranked.push((record.updated_at_ms, r));
             }
@@ -122,7 +123,7 @@ impl Store {
             let Some(bytes) = t(customers.get(r.as_str()))? else {
                 continue;
             };
-            let view = decode_customer(bytes.value())?;
+            let view = decode::<CustomerView>(bytes.value())?;
             let sync_state = sync_state(&customer_ops, &view.customer_ref)?;
             out.push(CustomerRead { view, sync_state });
         }

@@ -1,9 +1,9 @@
 //! The tables of the store file and how records are encoded in them.
 //!
 //! Records are JSON: self-describing, so a newer node reads an older file, and a technician can
-//! read a dump. Keys are fixed-width integers or short strings. A customer record carries a
-//! small binary header before its JSON (when it last changed, and its search terms), so that a
-//! search can check and rank candidates without decoding their views.
+//! read a dump. Keys are fixed-width integers or short strings. Beside each customer's view, a
+//! small binary key record (when it last changed, and its search terms) lets a search check and
+//! rank candidates without decoding their views, from a table small enough to stay cached.
 
 use redb::TableDefinition;
 use serde::{Serialize, de::DeserializeOwned};
@@ -19,8 +19,11 @@ pub const OP_IDS: TableDefinition<u128, u64> = TableDefinition::new("operation_i
 /// (state code, sequence number): operations by state, in acceptance order.
 pub const OPS_BY_STATE: TableDefinition<(u8, u64), ()> =
     TableDefinition::new("operations_by_state");
-/// Customer reference → materialised customer view ([`encode_customer`]).
+/// Customer reference → materialised customer view.
 pub const CUSTOMERS: TableDefinition<&str, &[u8]> = TableDefinition::new("customers");
+/// Customer reference → the customer's key record ([`encode_keys`]): what a search checks
+/// and ranks candidates by.
+pub const CUSTOMER_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("customer_keys");
 /// (customer reference, sequence number) → the operation's state code: each customer's
 /// operations in order, with their states, so a customer's sync state is read without decoding
 /// its operations.
@@ -38,9 +41,9 @@ pub const CUSTOMER_BASES: TableDefinition<&str, &[u8]> = TableDefinition::new("c
 /// CDX job number → the package held (JSON: version, when it arrived, its body).
 pub const CDX_JOBS: TableDefinition<u32, &[u8]> = TableDefinition::new("cdx_jobs");
 
-/// Version of the layout above; bumped on incompatible change (2: customer records carry a
-/// header, customer operations carry their state).
-pub const SCHEMA_VERSION: u64 = 2;
+/// Version of the layout above; bumped on incompatible change (2: customer operations carry
+/// their state; 3: customer key records).
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// Key in [`META`] of the next operation sequence number.
 pub const NEXT_SEQ: &str = "next_seq";
@@ -57,57 +60,39 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Encoding(e.to_string()))
 }
 
-/// Separator of the search terms in a customer record's header (terms are folded to ASCII
-/// letters, digits and punctuation; never a NUL).
+/// Separator of the search terms in a key record (terms are folded to ASCII letters, digits
+/// and punctuation; never a NUL).
 const TERM_SEP: u8 = 0;
 
-/// Encodes a customer record: `updated_at_ms` (i64 LE), the length of the terms (u32 LE), the
-/// terms joined by NUL, then the view as JSON.
-pub fn encode_customer(
-    view: &crate::domain::view::CustomerView,
-    terms: &[String],
-) -> Result<Vec<u8>, StoreError> {
-    let json = encode(view)?;
-    Ok(encode_customer_json(view.updated_at_ms, terms, &json))
-}
-
-/// As [`encode_customer`], with the view already encoded.
-pub fn encode_customer_json(updated_at_ms: i64, terms: &[String], json: &[u8]) -> Vec<u8> {
+/// Encodes a customer's key record: `updated_at_ms` (i64 LE), then its search terms, each
+/// followed by a NUL.
+pub fn encode_keys(updated_at_ms: i64, terms: &[String]) -> Vec<u8> {
     let terms_len: usize = terms.iter().map(|t| t.len() + 1).sum();
-    let mut out = Vec::with_capacity(12 + terms_len + json.len());
+    let mut out = Vec::with_capacity(8 + terms_len);
     out.extend_from_slice(&updated_at_ms.to_le_bytes());
-    out.extend_from_slice(&(terms_len as u32).to_le_bytes());
     for t in terms {
         out.extend_from_slice(t.as_bytes());
         out.push(TERM_SEP);
     }
-    out.extend_from_slice(json);
     out
 }
 
-/// A customer record, parsed without decoding its view.
-pub struct CustomerRecord<'a> {
+/// A customer's key record, parsed.
+pub struct CustomerKeys<'a> {
     /// When the view last changed (Unix ms).
     pub updated_at_ms: i64,
     terms: &'a [u8],
-    json: &'a [u8],
 }
 
-impl<'a> CustomerRecord<'a> {
-    /// Splits a stored record into its header and its JSON.
+impl<'a> CustomerKeys<'a> {
+    /// Parses a stored key record.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, StoreError> {
-        let bad = || StoreError::Encoding("customer record header".into());
-        let (at, rest) = bytes.split_first_chunk::<8>().ok_or_else(bad)?;
-        let (len, rest) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
-        let len = u32::from_le_bytes(*len) as usize;
-        if rest.len() < len {
-            return Err(bad());
-        }
-        let (terms, json) = rest.split_at(len);
-        Ok(CustomerRecord {
+        let (at, terms) = bytes
+            .split_first_chunk::<8>()
+            .ok_or_else(|| StoreError::Encoding("customer key record".into()))?;
+        Ok(CustomerKeys {
             updated_at_ms: i64::from_le_bytes(*at),
             terms,
-            json,
         })
     }
 
@@ -124,19 +109,4 @@ impl<'a> CustomerRecord<'a> {
             .iter()
             .all(|q| self.terms().any(|t| t.starts_with(q.as_bytes())))
     }
-
-    /// The view.
-    pub fn view(&self) -> Result<crate::domain::view::CustomerView, StoreError> {
-        decode(self.json)
-    }
-
-    /// The view's JSON.
-    pub fn json(&self) -> &'a [u8] {
-        self.json
-    }
-}
-
-/// Decodes a stored customer record's view.
-pub fn decode_customer(bytes: &[u8]) -> Result<crate::domain::view::CustomerView, StoreError> {
-    CustomerRecord::parse(bytes)?.view()
 }

@@ -4,7 +4,7 @@
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::StoreError;
-use super::schema::{self, decode, decode_customer, encode};
+use super::schema::{self, decode, encode};
 use crate::domain::operation::OpError;
 use crate::domain::search;
 use crate::domain::view::CustomerView;
@@ -17,6 +17,7 @@ pub(crate) struct Tables<'tx> {
     pub op_ids: Table<'tx, u128, u64>,
     pub by_state: Table<'tx, (u8, u64), ()>,
     pub customers: Table<'tx, &'static str, &'static [u8]>,
+    pub customer_keys: Table<'tx, &'static str, &'static [u8]>,
     pub customer_ops: Table<'tx, (&'static str, u64), u8>,
     pub search: Table<'tx, (&'static str, &'static str), ()>,
     pub accounts: Table<'tx, &'static str, &'static str>,
@@ -37,6 +38,9 @@ impl<'tx> Tables<'tx> {
                 .open_table(schema::OPS_BY_STATE)
                 .map_err(StoreError::db)?,
             customers: tx.open_table(schema::CUSTOMERS).map_err(StoreError::db)?,
+            customer_keys: tx
+                .open_table(schema::CUSTOMER_KEYS)
+                .map_err(StoreError::db)?,
             customer_ops: tx
                 .open_table(schema::CUSTOMER_OPS)
                 .map_err(StoreError::db)?,
@@ -150,7 +154,7 @@ impl<'tx> Tables<'tx> {
     /// The customer by temporary reference or HQ account number.
     pub fn customer(&self, key: &str) -> Result<Option<CustomerView>, StoreError> {
         if let Some(bytes) = self.customers.get(key).map_err(StoreError::db)? {
-            return decode_customer(bytes.value()).map(Some);
+            return decode(bytes.value()).map(Some);
         }
         let Some(customer_ref) = self.accounts.get(key).map_err(StoreError::db)? else {
             return Ok(None);
@@ -161,7 +165,7 @@ impl<'tx> Tables<'tx> {
             .get(customer_ref.as_str())
             .map_err(StoreError::db)?
         {
-            Some(bytes) => decode_customer(bytes.value()).map(Some),
+            Some(bytes) => decode(bytes.value()).map(Some),
             None => Ok(None),
         }
     }
@@ -273,6 +277,7 @@ impl<'tx> Tables<'tx> {
     pub fn remove_view(&mut self, view: &CustomerView) -> Result<(), StoreError> {
         let key = view.customer_ref.as_str();
         self.customers.remove(key).map_err(StoreError::db)?;
+        self.customer_keys.remove(key).map_err(StoreError::db)?;
         for term in search::terms(view) {
             self.term_write(&term, key, false)?;
         }
@@ -320,9 +325,12 @@ impl<'tx> Tables<'tx> {
         let key = new.customer_ref.as_str();
         let old_terms = old.map(search::terms).unwrap_or_default();
         let new_terms = search::terms(new);
-        let record = schema::encode_customer_json(new.updated_at_ms, &new_terms, json);
-        self.customers
-            .insert(key, record.as_slice())
+        self.customers.insert(key, json).map_err(StoreError::db)?;
+        self.customer_keys
+            .insert(
+                key,
+                schema::encode_keys(new.updated_at_ms, &new_terms).as_slice(),
+            )
             .map_err(StoreError::db)?;
         for term in old_terms
             .iter()
