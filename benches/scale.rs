@@ -5,8 +5,8 @@
 //!   process, single-threaded, beside the same data and the same queries over SQLite (a term
 //!   table with (term, ref) primary key); and over HTTP with 64 keep-alive clients.
 //! - P7: peak RSS (VmHWM) of a child process that opens the store and serves the P5 mix in
-//!   process and over HTTP (the bench re-executes itself, so the parent's data set build does
-//!   not count).
+//!   process and over HTTP (the bench re-executes itself, so neither the parent's data set
+//!   build nor its HTTP load generator counts).
 //! - P8: time to ready (store open, writer, server, first search answered over HTTP) in a child
 //!   process after a clean stop, and after `kill -9` of a child that was writing, with redb's
 //!   default (full repair walks the file) and with quick repair.
@@ -140,31 +140,74 @@ fn child_serve(path: &Path) {
     let store = open(path, false);
     let (writer, thread) = common::start_writer(&store, 512);
     let rt = common::runtime();
+    let server = rt.block_on(Server::start(store.clone(), writer.clone()));
+    eprintln!("P7 child, serving: {}", common::rss_line());
+    let n = common::scaled(30_000, 5_000);
+    mix(n, cached, local, |q| {
+        store.search(q, LIMIT).expect("search").len()
+    });
+    eprintln!(
+        "P7 child, after {n} searches in process: {}",
+        common::rss_line()
+    );
+    // The HTTP load comes from the parent, so that its memory does not count here.
+    println!("ADDR {}", server.addr);
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .expect("parent's go-ahead");
+    rt.block_on(server.stop());
+    drop(writer);
+    thread.join().expect("writer");
+    println!("RSS {:.1}", common::peak_rss_mib());
+}
+
+/// Runs the P7 child: it serves the mix in process, then the parent loads it over HTTP.
+/// Returns (peak RSS MiB, HTTP searches/s).
+fn serve_and_load(path: &Path, cached: usize, local: usize) -> (f64, f64) {
+    use std::io::Write;
+    let exe = std::env::current_exe().expect("exe");
+    let mut c = Process::new(exe)
+        .arg("--child-serve")
+        .arg(path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("serve child");
+    let mut lines = BufReader::new(c.stdout.take().expect("stdout")).lines();
+    let addr: std::net::SocketAddr = loop {
+        let line = lines.next().expect("child answers").expect("line");
+        if let Some(a) = line.strip_prefix("ADDR ") {
+            break a.parse().expect("address");
+        }
+    };
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
         .build()
         .expect("client runtime");
-    let server = rt.block_on(Server::start(store.clone(), writer.clone()));
-    let n = common::scaled(30_000, 5_000);
-    mix(n, cached, local, |q| {
-        store.search(q, LIMIT).expect("search").len()
-    });
     let path_of: Arc<dyn Fn(usize) -> String + Send + Sync> =
         Arc::new(move |k| search_path(k, cached, local));
     let secs = (5.0 * common::scale()).clamp(2.0, 5.0);
     let l = client_rt.block_on(load(
-        server.addr,
+        addr,
         64,
         Duration::from_millis(500),
         Duration::from_secs_f64(secs),
         Request::Get(path_of),
         0,
     ));
-    rt.block_on(server.stop());
-    drop(writer);
-    thread.join().expect("writer");
-    println!("RSS {:.1} {:.0}", common::peak_rss_mib(), l.rps);
+    let mut stdin = c.stdin.take().expect("stdin");
+    writeln!(stdin, "done").expect("go-ahead");
+    let rss = loop {
+        let line = lines.next().expect("child reports").expect("line");
+        if let Some(r) = line.strip_prefix("RSS ") {
+            break r.trim().parse::<f64>().expect("rss");
+        }
+    };
+    assert!(c.wait().expect("child").success(), "serve child failed");
+    (rss, l.rps)
 }
 
 /// Child: time from start to the first search answered over HTTP.
@@ -318,10 +361,7 @@ fn main() {
     drop(store);
 
     // P5 over HTTP and P7, in a child.
-    let serve = child(&["--child-serve"], &path);
-    assert_eq!(serve[0], "RSS");
-    let rss: f64 = serve[1].parse().expect("rss");
-    let http_rate: f64 = serve[2].parse().expect("rate");
+    let (rss, http_rate) = serve_and_load(&path, cached, local);
 
     // P8: clean stop (the serve child stopped cleanly), then kill -9, full repair and quick.
     let (clean, clean_open) = ready_ms(&path, false);
@@ -385,7 +425,7 @@ fn main() {
         &[Figure::lower(
             "p7-peak-rss",
             format!(
-                "{data}; peak RSS (VmHWM) of a process serving the P5 mix in process and over HTTP (store file {size_mib:.0} MiB, page cache 64 MiB)"
+                "{data}; peak RSS (VmHWM) of a process serving the P5 mix in process and over HTTP, the load generator in another process (store file {size_mib:.0} MiB, page cache 64 MiB)"
             ),
             rss,
             "MiB",

@@ -213,7 +213,7 @@ pub async fn load(
         tasks.push(tokio::spawn(async move {
             let mut stream = TcpStream::connect(addr).await.expect("connect");
             stream.set_nodelay(true).expect("nodelay");
-            let mut latencies = Vec::with_capacity(1 << 16);
+            let mut latencies = Vec::with_capacity(4096);
             let mut errors = 0usize;
             let mut buf = Vec::with_capacity(8192);
             let mut i = offset + c * 10_000_000;

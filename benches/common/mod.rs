@@ -200,6 +200,22 @@ pub fn percentile_ms(samples: &mut [Duration], p: f64) -> f64 {
     samples[rank.min(samples.len() - 1)].as_secs_f64() * 1000.0
 }
 
+/// This process's current and peak resident set size, as `/proc/self/status` shows them.
+pub fn rss_line() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .filter(|l| {
+            l.starts_with("VmRSS:")
+                || l.starts_with("VmHWM:")
+                || l.starts_with("RssAnon:")
+                || l.starts_with("RssFile:")
+        })
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// This process's peak resident set size (VmHWM), MiB.
 pub fn peak_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
