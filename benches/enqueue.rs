@@ -1,66 +1,58 @@
-//! P2: durable in-process enqueue of customer creates by 64 concurrent submitters, with group
-//! commit, against the same writer committing one transaction per operation.
+//! P2 and P3: durable in-process enqueue of customer creates by 64 concurrent submitters, with
+//! group commit, against (a) the same writer committing one transaction per operation and (b)
+//! the same queue kept in SQLite (WAL, synchronous=FULL) with the same batching; and the fsync
+//! floor of this disk, measured in the same run.
 //!
-//! Run: `cargo bench --bench enqueue` (`OUTPOST_BENCH_SCALE=0.1` for a quick pass).
+//! Run: `cargo bench --bench enqueue` (`OUTPOST_BENCH_SCALE=0.02` for a quick pass).
 
 mod common;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use outpost::domain::NewCustomer;
-use outpost::store::writer::{self, Command, Submission, WriterOptions};
-use outpost::store::{Store, StoreOptions};
+use common::Figure;
 
 const SUBMITTERS: usize = 64;
-
-fn customer(i: usize) -> NewCustomer {
-    NewCustomer {
-        first_name: "Õie".into(),
-        last_name: format!("Täht{}", i % 1000),
-        email: Some(format!("oie{i}@example.ee")),
-        phone: Some(format!("+372 5{:07}", i)),
-        customer_group: Some("RETAIL".into()),
-        language: Some("et-EE".into()),
-    }
-}
+const GROUP: usize = 512;
 
 /// Acknowledged creates per second with `group_commit_max` writes per transaction.
-fn run(total: usize, group_commit_max: usize) -> f64 {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Store::open(
+fn node(total: usize, group_commit_max: usize) -> f64 {
+    node_with(total, group_commit_max, false)
+}
+
+/// As [`node`], with redb's quick repair on or off.
+fn node_with(total: usize, group_commit_max: usize, quick_repair: bool) -> f64 {
+    let dir = common::scratch_dir();
+    let store = outpost::store::Store::open(
         &dir.path().join("bench.redb"),
-        &StoreOptions {
+        &outpost::store::StoreOptions {
             cache_bytes: 64 << 20,
+            quick_repair,
         },
     )
     .expect("open store");
-    let (handle, thread) = writer::spawn(
-        store,
-        WriterOptions {
-            store_id: "S0001".into(),
-            queue: 4096,
-            group_commit_max,
-        },
-    )
-    .expect("writer");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let (writer, thread) = common::start_writer(&store, group_commit_max);
+    let rt = common::runtime();
+    let elapsed = rt.block_on(common::enqueue(&writer, 0, total, SUBMITTERS));
+    drop(writer);
+    thread.join().expect("writer thread");
+    (total / SUBMITTERS * SUBMITTERS) as f64 / elapsed.as_secs_f64()
+}
+
+/// The same creates into the SQLite queue with the same batching.
+fn sqlite(total: usize, group_commit_max: usize) -> f64 {
+    let dir = common::scratch_dir();
+    let (queue, thread) =
+        common::sqlite::Queue::spawn(&dir.path().join("bench.db"), group_commit_max);
+    let rt = common::runtime();
     let per = total / SUBMITTERS;
     let elapsed = rt.block_on(async {
         let start = Instant::now();
         let mut tasks = Vec::new();
         for s in 0..SUBMITTERS {
-            let handle = handle.clone();
+            let queue = queue.clone();
             tasks.push(tokio::spawn(async move {
                 for i in 0..per {
-                    handle
-                        .execute(Command::Submit(Submission::NewCustomer(customer(
-                            s * per + i,
-                        ))))
-                        .await
-                        .expect("create acknowledged");
+                    queue.create(common::customer(s * per + i)).await;
                 }
             }));
         }
@@ -69,26 +61,67 @@ fn run(total: usize, group_commit_max: usize) -> f64 {
         }
         start.elapsed()
     });
-    drop(handle);
-    thread.join().expect("writer thread");
+    drop(queue);
+    thread.join().expect("sqlite thread");
     (per * SUBMITTERS) as f64 / elapsed.as_secs_f64()
 }
 
 fn main() {
     let group_total = common::scaled(200_000, 6_400);
-    let single_total = common::scaled(10_000, 640);
-    let group = run(group_total, 512);
-    let single = run(single_total, 1);
+    let single_total = common::scaled(5_000, 640);
+    let dir = common::scratch_dir();
+    let fsyncs = common::fsync_rate(dir.path(), Duration::from_secs(3));
+    let group = node(group_total, GROUP);
+    let lite = sqlite(group_total, GROUP);
+    let single = node(single_total, 1);
+    let quick_repair = node_with(group_total, GROUP, true);
+    let fsyncs_after = common::fsync_rate(dir.path(), Duration::from_secs(3));
+    let fsync = (fsyncs + fsyncs_after) / 2.0;
     common::report(
-        "P2 in-process durable enqueue (64 submitters)",
-        &[common::Figure {
-            id: "p2-group-commit",
-            workload: format!("{group_total} creates, group commit ≤ 512"),
-            value: group,
-            unit: "ops/s",
-            baseline: single,
-            baseline_unit: "ops/s",
-            baseline_name: format!("{single_total} creates, one commit per op"),
-        }],
+        "P2/P3 in-process durable enqueue (64 submitters)",
+        &[
+            Figure::higher(
+                "p2-group-commit-vs-single",
+                format!("{group_total} creates, group commit ≤ {GROUP}"),
+                group,
+                "ops/s",
+                single,
+                "ops/s",
+                format!("{single_total} creates, one commit per op"),
+            ),
+            Figure::higher(
+                "p2-group-commit-vs-sqlite",
+                format!("{group_total} creates, group commit ≤ {GROUP}"),
+                group,
+                "ops/s",
+                lite,
+                "ops/s",
+                format!(
+                    "SQLite WAL synchronous=FULL, same queue and batching, {group_total} creates"
+                ),
+            ),
+            Figure::higher(
+                "p2-group-commit-quick-repair",
+                format!("{group_total} creates, group commit ≤ {GROUP}, quick repair on"),
+                quick_repair,
+                "ops/s",
+                group,
+                "ops/s",
+                "the same, quick repair off (redb's default, the node's choice)",
+            ),
+            Figure::higher(
+                "p3-fsync-floor",
+                format!(
+                    "{group_total} creates, group commit ≤ {GROUP} (ratio = acked ops per fsync)"
+                ),
+                group,
+                "ops/s",
+                fsync,
+                "fsyncs/s",
+                format!(
+                    "this disk's 4 KiB write+fdatasync rate ({fsyncs:.0} before, {fsyncs_after:.0} after)"
+                ),
+            ),
+        ],
     );
 }

@@ -71,6 +71,7 @@ fn main() {
                 baseline: none.peak_rate(WINDOW) as f64,
                 baseline_unit: "req per 100 ms",
                 baseline_name: "no jitter".into(),
+                higher_is_better: false,
             },
             common::Figure {
                 id: "r7-fleet-drain",
@@ -80,6 +81,7 @@ fn main() {
                 baseline: none.drained_in.as_secs_f64(),
                 baseline_unit: "s",
                 baseline_name: "no jitter".into(),
+                higher_is_better: false,
             },
         ],
     );

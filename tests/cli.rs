@@ -606,13 +606,8 @@ async fn backup_while_tills_write_holds_every_earlier_acknowledgement_and_restor
         let probe = dir.path().join("probe");
         std::fs::create_dir_all(&probe).unwrap();
         std::fs::copy(&out, probe.join("outpost.redb")).unwrap();
-        let store = Store::open(
-            &probe.join("outpost.redb"),
-            &StoreOptions {
-                cache_bytes: 1 << 20,
-            },
-        )
-        .expect("backup opens");
+        let store = Store::open(&probe.join("outpost.redb"), &StoreOptions::new(1 << 20))
+            .expect("backup opens");
         for r in &before {
             assert!(
                 store.customer(r).unwrap().is_some(),
@@ -678,13 +673,7 @@ async fn offline_backup_copies_a_stopped_nodes_file_and_refuses_a_running_one() 
     )
     .await;
     assert!(run.ok().contains("verified"), "{}", run.stdout);
-    let store = Store::open(
-        &out,
-        &StoreOptions {
-            cache_bytes: 1 << 20,
-        },
-    )
-    .expect("backup opens");
+    let store = Store::open(&out, &StoreOptions::new(1 << 20)).expect("backup opens");
     assert!(store.customer(&r).unwrap().is_some());
 }
 
@@ -781,12 +770,6 @@ async fn a_killed_nodes_file_is_checked_and_backed_up_on_a_recovered_copy() {
     assert!(run.ok().contains("verified"), "{}", run.stdout);
     // Neither command changed the original: the node recovers it itself.
     assert_eq!(std::fs::read(&store_file).unwrap(), before);
-    let store = Store::open(
-        &out,
-        &StoreOptions {
-            cache_bytes: 1 << 20,
-        },
-    )
-    .expect("backup opens");
+    let store = Store::open(&out, &StoreOptions::new(1 << 20)).expect("backup opens");
     assert!(store.customer(&r).unwrap().is_some());
 }

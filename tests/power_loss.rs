@@ -45,9 +45,7 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 fn options() -> StoreOptions {
-    StoreOptions {
-        cache_bytes: 4 << 20,
-    }
+    StoreOptions::new(4 << 20)
 }
 
 /// What an operation carries that identifies it: the create's or the edit's e-mail.

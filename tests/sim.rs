@@ -117,9 +117,7 @@ struct Sim {
 }
 
 fn store_options() -> StoreOptions {
-    StoreOptions {
-        cache_bytes: 1 << 20,
-    }
+    StoreOptions::new(1 << 20)
 }
 
 fn reject_rule() -> RejectRule {

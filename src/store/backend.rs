@@ -377,6 +377,8 @@ impl Store {
                     reopens: 0,
                 }),
             }),
+            quick_repair: options.quick_repair,
+            held: Arc::default(),
         };
         store.init_schema()?;
         Ok(store)
@@ -461,9 +463,7 @@ mod tests {
         let disk = crate::store::faulty::FaultyDisk::new();
         let store = Store::open_with(
             StoreLocation::faulty("disk", &disk),
-            &StoreOptions {
-                cache_bytes: 1 << 20,
-            },
+            &StoreOptions::new(1 << 20),
         )
         .unwrap();
         disk.set_full(true);

@@ -511,9 +511,7 @@ mod tests {
     use crate::store::StoreOptions;
 
     fn options() -> StoreOptions {
-        StoreOptions {
-            cache_bytes: 1024 * 1024,
-        }
+        StoreOptions::new(1024 * 1024)
     }
 
     #[test]

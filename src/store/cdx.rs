@@ -1,6 +1,9 @@
 //! What HQ sends down (CDX jobs 1010, 1070, 1110) and what a real-time call brings back, kept
 //! in the store. Each package is applied in one transaction: a failed download changes nothing.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{PoisonError, RwLock};
+
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +23,10 @@ pub const JOB_CUSTOMERS: u32 = 1010;
 pub const JOB_CHANNEL: u32 = 1070;
 /// Job 1110: global configuration.
 pub const JOB_GLOBAL: u32 = 1110;
+
+/// Customers of a 1010 download whose search index writes are sorted and applied together
+/// (bounds the memory held: about 8 terms per customer).
+const APPLY_SORT_CHUNK: usize = 100_000;
 
 /// A package as held in the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,8 +84,14 @@ impl Tables<'_> {
         package: &HeldPackage,
         copies: &[HqCopy],
     ) -> Result<Refusable, StoreError> {
-        for copy in copies {
-            self.rebase(copy)?;
+        // A download is large and its customers come in HQ's order: the search index writes
+        // are collected and applied sorted, a bounded number at a time.
+        for chunk in copies.chunks(APPLY_SORT_CHUNK) {
+            self.defer_terms();
+            for copy in chunk {
+                self.rebase(copy)?;
+            }
+            self.flush_terms()?;
         }
         self.hold(JOB_CUSTOMERS, package)?;
         Ok(Ok(Outcome::Synced(copies.len())))
@@ -88,7 +101,7 @@ impl Tables<'_> {
     /// customer, whether it was created here (matched by origin reference) or at HQ.
     pub(crate) fn rebase(&mut self, copy: &HqCopy) -> Result<String, StoreError> {
         let local_ref = match &copy.origin_ref {
-            Some(r) if self.customer(r)?.is_some() => r.clone(),
+            Some(r) if self.has_customer(r)? => r.clone(),
             _ => match self
                 .accounts
                 .get(copy.account_number.as_str())
@@ -105,12 +118,16 @@ impl Tables<'_> {
         if let Some(old) = &old {
             base.created_at_ms = old.created_at_ms;
         }
+        let json = encode(&base)?;
         self.bases
-            .insert(local_ref.as_str(), encode(&base)?.as_slice())
+            .insert(local_ref.as_str(), json.as_slice())
             .map_err(StoreError::db)?;
-        self.accounts
-            .insert(copy.account_number.as_str(), local_ref.as_str())
-            .map_err(StoreError::db)?;
+        // With no local change waiting for HQ (every customer of a first full download), the
+        // view is HQ's copy as it stands: written from the same bytes, nothing recomputed.
+        if !self.has_unconfirmed(&local_ref)? {
+            self.put_view_json(old.as_ref(), &base, &json)?;
+            return Ok(local_ref);
+        }
         // Local changes HQ has not confirmed still apply on top; if one no longer does (HQ
         // removed what it edits), HQ's copy shows until HQ answers that operation.
         let view = match self.compute_view(&local_ref, None)? {
@@ -183,6 +200,14 @@ impl Tables<'_> {
     }
 }
 
+/// The configuration held, as last read from the store, with the generation it was read at.
+#[derive(Default)]
+pub(crate) struct HeldCache {
+    /// Bumped by the writer after each commit of a configuration package.
+    generation: AtomicU64,
+    value: RwLock<Option<(u64, HeldConfig)>>,
+}
+
 /// What the node holds of one CDX job, for diagnostics.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobHeld {
@@ -209,7 +234,39 @@ impl Store {
     }
 
     /// The configuration the mode decision uses: jobs 1110 and 1070 as held, however old.
+    /// Every till write asks for it, so it is kept in memory and read again from the store only
+    /// after the writer committed a new package.
     pub fn held_config(&self) -> Result<HeldConfig, StoreError> {
+        let generation = self.held.generation.load(Ordering::Acquire);
+        if let Some((g, config)) = &*self
+            .held
+            .value
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            && *g == generation
+        {
+            return Ok(config.clone());
+        }
+        let fresh = self.read_held_config()?;
+        let mut cached = self
+            .held
+            .value
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        // A package committed since `generation` was read may be missing from `fresh`: then it
+        // is answered once but not kept.
+        if self.held.generation.load(Ordering::Acquire) == generation {
+            *cached = Some((generation, fresh.clone()));
+        }
+        Ok(fresh)
+    }
+
+    /// Called by the writer after it committed a configuration package.
+    pub(crate) fn held_config_changed(&self) {
+        self.held.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn read_held_config(&self) -> Result<HeldConfig, StoreError> {
         let mut config = HeldConfig::default();
         for JobHeld { job, held } in self.cdx_jobs()? {
             let Some(p) = held else { continue };

@@ -3,7 +3,7 @@
 
 use redb::{ReadOnlyTable, ReadableTableMetadata};
 
-use super::schema::{self, decode};
+use super::schema::{self, CustomerKeys, decode};
 use super::{Store, StoreError};
 use crate::domain::search;
 use crate::domain::view::{CustomerView, SyncState};
@@ -43,7 +43,6 @@ impl Store {
         let tx = self.begin_read()?;
         let customers = t(tx.open_table(schema::CUSTOMERS))?;
         let customer_ops = t(tx.open_table(schema::CUSTOMER_OPS))?;
-        let ops = t(tx.open_table(schema::OPS))?;
         let view = match t(customers.get(key))? {
             Some(bytes) => Some(decode::<CustomerView>(bytes.value())?),
             None => {
@@ -58,7 +57,7 @@ impl Store {
             }
         };
         view.map(|view| {
-            let sync_state = sync_state(&customer_ops, &ops, &view.customer_ref)?;
+            let sync_state = sync_state(&customer_ops, &view.customer_ref)?;
             Ok(CustomerRead { view, sync_state })
         })
         .transpose()
@@ -67,14 +66,14 @@ impl Store {
     /// Customers whose terms match every term of `q` by prefix, most recently changed first.
     pub fn search(&self, q: &str, limit: usize) -> Result<Vec<CustomerRead>, StoreError> {
         let mut terms = search::query_terms(q);
-        if terms.is_empty() {
+        if terms.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
         let tx = self.begin_read()?;
         let index = t(tx.open_table(schema::SEARCH))?;
         let customers = t(tx.open_table(schema::CUSTOMERS))?;
+        let keys = t(tx.open_table(schema::CUSTOMER_KEYS))?;
         let customer_ops = t(tx.open_table(schema::CUSTOMER_OPS))?;
-        let ops = t(tx.open_table(schema::OPS))?;
         // The term with the fewest matches drives; every candidate is then checked against all
         // terms. Longer terms are usually more selective, so they are scanned first, and a
         // later term's scan stops as soon as it cannot beat the driver.
@@ -105,28 +104,29 @@ impl Store {
         let mut refs = refs.unwrap_or_default();
         refs.sort();
         refs.dedup();
-        let mut out = Vec::new();
+        // Candidates are checked and ranked by their key records (terms and time of change, a
+        // table a fraction of the views' size); only the views returned are decoded.
+        let mut ranked: Vec<(i64, String)> = Vec::with_capacity(refs.len());
         for r in refs {
+            let Some(bytes) = t(keys.get(r.as_str()))? else {
+                continue;
+            };
+            let record = CustomerKeys::parse(bytes.value())?;
+            if record.matches_all(&terms) {
+                ranked.push((record.updated_at_ms, r));
+            }
+        }
+        ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        ranked.truncate(limit);
+        let mut out = Vec::with_capacity(ranked.len());
+        for (_, r) in ranked {
             let Some(bytes) = t(customers.get(r.as_str()))? else {
                 continue;
             };
-            let view: CustomerView = decode(bytes.value())?;
-            let own = search::terms(&view);
-            let all_match = terms
-                .iter()
-                .all(|q| own.iter().any(|term| term.starts_with(q.as_str())));
-            if all_match {
-                let sync_state = sync_state(&customer_ops, &ops, &view.customer_ref)?;
-                out.push(CustomerRead { view, sync_state });
-            }
+            let view = decode::<CustomerView>(bytes.value())?;
+            let sync_state = sync_state(&customer_ops, &view.customer_ref)?;
+            out.push(CustomerRead { view, sync_state });
         }
-        out.sort_by(|a, b| {
-            b.view
-                .updated_at_ms
-                .cmp(&a.view.updated_at_ms)
-                .then_with(|| a.view.customer_ref.cmp(&b.view.customer_ref))
-        });
-        out.truncate(limit);
         Ok(out)
     }
 
@@ -198,15 +198,20 @@ impl Store {
 }
 
 fn sync_state(
-    customer_ops: &ReadOnlyTable<(&'static str, u64), ()>,
-    ops: &ReadOnlyTable<u64, &'static [u8]>,
+    customer_ops: &ReadOnlyTable<(&'static str, u64), u8>,
     customer_ref: &str,
 ) -> Result<SyncState, StoreError> {
     let mut states = Vec::new();
     for entry in t(customer_ops.range((customer_ref, 0)..=(customer_ref, u64::MAX)))? {
-        let (key, _) = t(entry)?;
-        if let Some(bytes) = t(ops.get(key.value().1))? {
-            states.push(decode::<Operation>(bytes.value())?.state);
+        let (_, code) = t(entry)?;
+        let code = code.value();
+        match OpState::ALL.into_iter().find(|s| s.code() == code) {
+            Some(state) => states.push(state),
+            None => {
+                return Err(StoreError::Encoding(format!(
+                    "customer {customer_ref}: unknown operation state code {code}"
+                )));
+            }
         }
     }
     Ok(SyncState::summarise(states))

@@ -17,11 +17,15 @@ pub(crate) struct Tables<'tx> {
     pub op_ids: Table<'tx, u128, u64>,
     pub by_state: Table<'tx, (u8, u64), ()>,
     pub customers: Table<'tx, &'static str, &'static [u8]>,
-    pub customer_ops: Table<'tx, (&'static str, u64), ()>,
+    pub customer_keys: Table<'tx, &'static str, &'static [u8]>,
+    pub customer_ops: Table<'tx, (&'static str, u64), u8>,
     pub search: Table<'tx, (&'static str, &'static str), ()>,
     pub accounts: Table<'tx, &'static str, &'static str>,
     pub bases: Table<'tx, &'static str, &'static [u8]>,
     pub cdx_jobs: Table<'tx, u32, &'static [u8]>,
+    /// Search index writes held back to be applied in key order (bulk applies): (term,
+    /// customer reference, insert or remove), in the order they were made.
+    deferred_terms: Option<Vec<(String, String, bool)>>,
 }
 
 impl<'tx> Tables<'tx> {
@@ -34,6 +38,9 @@ impl<'tx> Tables<'tx> {
                 .open_table(schema::OPS_BY_STATE)
                 .map_err(StoreError::db)?,
             customers: tx.open_table(schema::CUSTOMERS).map_err(StoreError::db)?,
+            customer_keys: tx
+                .open_table(schema::CUSTOMER_KEYS)
+                .map_err(StoreError::db)?,
             customer_ops: tx
                 .open_table(schema::CUSTOMER_OPS)
                 .map_err(StoreError::db)?,
@@ -43,10 +50,52 @@ impl<'tx> Tables<'tx> {
                 .open_table(schema::CUSTOMER_BASES)
                 .map_err(StoreError::db)?,
             cdx_jobs: tx.open_table(schema::CDX_JOBS).map_err(StoreError::db)?,
+            deferred_terms: None,
         })
     }
 
-    /// Moves an operation to `state`, keeping the by-state index in step.
+    /// From now on, search index writes are held back until [`Tables::flush_terms`]. Nothing
+    /// may read the search index meanwhile.
+    pub fn defer_terms(&mut self) {
+        self.deferred_terms.get_or_insert_with(Vec::new);
+    }
+
+    /// Applies the search index writes held back, in key order (a B-tree takes sorted inserts
+    /// far faster than scattered ones: each leaf is visited once per run, not once per key),
+    /// and stops holding them back.
+    pub fn flush_terms(&mut self) -> Result<(), StoreError> {
+        let Some(mut writes) = self.deferred_terms.take() else {
+            return Ok(());
+        };
+        // Stable: writes of the same key keep their order, so the last one wins.
+        writes.sort_by(|a, b| (a.0.as_str(), a.1.as_str()).cmp(&(b.0.as_str(), b.1.as_str())));
+        for (term, key, insert) in &writes {
+            let k = (term.as_str(), key.as_str());
+            if *insert {
+                self.search.insert(k, ()).map_err(StoreError::db)?;
+            } else {
+                self.search.remove(k).map_err(StoreError::db)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn term_write(&mut self, term: &str, key: &str, insert: bool) -> Result<(), StoreError> {
+        if let Some(deferred) = &mut self.deferred_terms {
+            deferred.push((term.to_string(), key.to_string(), insert));
+            return Ok(());
+        }
+        if insert {
+            self.search
+                .insert((term, key), ())
+                .map_err(StoreError::db)?;
+        } else {
+            self.search.remove((term, key)).map_err(StoreError::db)?;
+        }
+        Ok(())
+    }
+
+    /// Moves an operation to `state`, keeping the by-state and per-customer indexes in step.
     pub fn set_state(
         &mut self,
         op: &mut Operation,
@@ -54,15 +103,27 @@ impl<'tx> Tables<'tx> {
         error: Option<OpError>,
         now: i64,
     ) -> Result<(), StoreError> {
-        self.by_state
-            .remove((op.state.code(), op.seq))
-            .map_err(StoreError::db)?;
+        if op.state != state {
+            self.by_state
+                .remove((op.state.code(), op.seq))
+                .map_err(StoreError::db)?;
+            self.by_state
+                .insert((state.code(), op.seq), ())
+                .map_err(StoreError::db)?;
+            self.customer_ops
+                .insert((op.customer_ref.as_str(), op.seq), state.code())
+                .map_err(StoreError::db)?;
+        }
         op.state = state;
         op.error = error;
         op.updated_at_ms = now;
-        self.insert_op(op)
+        self.ops
+            .insert(op.seq, encode(op)?.as_slice())
+            .map_err(StoreError::db)?;
+        Ok(())
     }
 
+    /// Writes a new operation and every index of it.
     pub fn insert_op(&mut self, op: &Operation) -> Result<(), StoreError> {
         self.ops
             .insert(op.seq, encode(op)?.as_slice())
@@ -72,6 +133,9 @@ impl<'tx> Tables<'tx> {
             .map_err(StoreError::db)?;
         self.by_state
             .insert((op.state.code(), op.seq), ())
+            .map_err(StoreError::db)?;
+        self.customer_ops
+            .insert((op.customer_ref.as_str(), op.seq), op.state.code())
             .map_err(StoreError::db)?;
         Ok(())
     }
@@ -104,6 +168,32 @@ impl<'tx> Tables<'tx> {
             Some(bytes) => decode(bytes.value()).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Whether a customer record exists under this reference.
+    pub fn has_customer(&self, customer_ref: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .customers
+            .get(customer_ref)
+            .map_err(StoreError::db)?
+            .is_some())
+    }
+
+    /// Whether the customer has operations HQ has not confirmed (read from the per-customer
+    /// index, without decoding them).
+    pub fn has_unconfirmed(&self, customer_ref: &str) -> Result<bool, StoreError> {
+        let completed = OpState::Completed.code();
+        for entry in self
+            .customer_ops
+            .range((customer_ref, 0)..=(customer_ref, u64::MAX))
+            .map_err(StoreError::db)?
+        {
+            let (_, state) = entry.map_err(StoreError::db)?;
+            if state.value() != completed {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The customer's operations still held at the node, in acceptance order.
@@ -187,10 +277,9 @@ impl<'tx> Tables<'tx> {
     pub fn remove_view(&mut self, view: &CustomerView) -> Result<(), StoreError> {
         let key = view.customer_ref.as_str();
         self.customers.remove(key).map_err(StoreError::db)?;
+        self.customer_keys.remove(key).map_err(StoreError::db)?;
         for term in search::terms(view) {
-            self.search
-                .remove((term.as_str(), key))
-                .map_err(StoreError::db)?;
+            self.term_write(&term, key, false)?;
         }
         if let Some(acc) = &view.account_number {
             self.accounts.remove(acc.as_str()).map_err(StoreError::db)?;
@@ -199,16 +288,25 @@ impl<'tx> Tables<'tx> {
         Ok(())
     }
 
-    /// Whether a new operation on this customer must wait behind a failed one.
+    /// Whether a new operation on this customer must wait behind a failed one (read from the
+    /// per-customer index, without decoding the operations).
     ///
     /// Only a failed operation blocks: its re-sync releases what it held. An operation held
     /// only because HQ reported it held completes on its own once HQ processes it, and nothing
     /// would ever release a new operation held behind it (found by `tests/sim.rs`, seed 3).
     pub fn customer_blocked(&self, customer_ref: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .customer_operations(customer_ref)?
-            .iter()
-            .any(|o| o.state == OpState::Failed))
+        let failed = OpState::Failed.code();
+        for entry in self
+            .customer_ops
+            .range((customer_ref, 0)..=(customer_ref, u64::MAX))
+            .map_err(StoreError::db)?
+        {
+            let (_, state) = entry.map_err(StoreError::db)?;
+            if state.value() == failed {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// Writes a customer view and brings its search terms in step with `old`.
@@ -217,27 +315,38 @@ impl<'tx> Tables<'tx> {
         old: Option<&CustomerView>,
         new: &CustomerView,
     ) -> Result<(), StoreError> {
+        let json = encode(new)?;
+        self.put_view_json(old, new, &json)
+    }
+
+    /// As [`Tables::put_view`], with the view already encoded as `json`.
+    pub fn put_view_json(
+        &mut self,
+        old: Option<&CustomerView>,
+        new: &CustomerView,
+        json: &[u8],
+    ) -> Result<(), StoreError> {
         let key = new.customer_ref.as_str();
-        self.customers
-            .insert(key, encode(new)?.as_slice())
-            .map_err(StoreError::db)?;
         let old_terms = old.map(search::terms).unwrap_or_default();
         let new_terms = search::terms(new);
+        self.customers.insert(key, json).map_err(StoreError::db)?;
+        self.customer_keys
+            .insert(
+                key,
+                schema::encode_keys(new.updated_at_ms, &new_terms).as_slice(),
+            )
+            .map_err(StoreError::db)?;
         for term in old_terms
             .iter()
             .filter(|t| new_terms.binary_search(t).is_err())
         {
-            self.search
-                .remove((term.as_str(), key))
-                .map_err(StoreError::db)?;
+            self.term_write(term, key, false)?;
         }
         for term in new_terms
             .iter()
             .filter(|t| old_terms.binary_search(t).is_err())
         {
-            self.search
-                .insert((term.as_str(), key), ())
-                .map_err(StoreError::db)?;
+            self.term_write(term, key, true)?;
         }
         if let Some(acc) = &new.account_number {
             self.accounts

@@ -252,9 +252,7 @@ pub(crate) fn commit_group(
     options: &WriterOptions,
     commands: &[&Command],
 ) -> Result<Vec<Refusable>, StoreError> {
-    let mut tx = store.db().begin_write().map_err(StoreError::db)?;
-    tx.set_durability(redb::Durability::Immediate)
-        .map_err(StoreError::db)?;
+    let tx = store.begin_write()?;
     let results = {
         let mut t = Tables::open(&tx)?;
         let mut next_seq = t
@@ -302,6 +300,13 @@ pub(crate) fn commit_group(
         results
     };
     tx.commit().map_err(StoreError::db)?;
+    if commands
+        .iter()
+        .any(|c| matches!(c, Command::ApplyConfig { .. }))
+    {
+        // Only after the commit: a reader that sees the new generation reads the new data.
+        store.held_config_changed();
+    }
     Ok(results)
 }
 
@@ -402,9 +407,6 @@ impl Tables<'_> {
         // Every check passed: from here on only writes.
         *next_seq += 1;
         self.insert_op(&op)?;
-        self.customer_ops
-            .insert((op.customer_ref.as_str(), op.seq), ())
-            .map_err(StoreError::db)?;
         self.put_view(old_view.as_ref(), &new_view)?;
         Ok(Ok(Outcome::Accepted {
             operation_id: op.id,

@@ -1,0 +1,290 @@
+//! The SQLite baselines: the same operation queue and the same customer cache and search index,
+//! kept in SQLite (WAL, synchronous=FULL) with the same record layout (JSON records, the same
+//! operation and view encoding the node uses, the same search terms) and the same batching
+//! (one writer thread, one transaction per group of requests that arrived together).
+
+use std::path::Path;
+
+use outpost::domain::search;
+use outpost::domain::view::{CustomerView, SyncState};
+use outpost::domain::{NewCustomer, OpState, Operation, OperationId, Payload};
+use outpost::store::cdx::HqCopy;
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most candidates one search examines (as the node's `CANDIDATE_CAP`).
+const CANDIDATE_CAP: usize = 10_000;
+
+/// Opens (or creates) the baseline database at `path`.
+pub fn open(path: &Path) -> Connection {
+    let conn = Connection::open(path).expect("sqlite open");
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .expect("wal");
+    conn.pragma_update(None, "synchronous", "FULL")
+        .expect("synchronous");
+    conn.pragma_update(None, "cache_size", -65536i64)
+        .expect("cache");
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+         CREATE TABLE IF NOT EXISTS ops (
+             seq INTEGER PRIMARY KEY,
+             id BLOB NOT NULL UNIQUE,
+             state INTEGER NOT NULL,
+             customer_ref TEXT NOT NULL,
+             body TEXT NOT NULL);
+         CREATE INDEX IF NOT EXISTS ops_by_state ON ops(state, seq);
+         CREATE INDEX IF NOT EXISTS ops_by_customer ON ops(customer_ref, seq);
+         CREATE TABLE IF NOT EXISTS customers (
+             ref TEXT PRIMARY KEY,
+             account TEXT UNIQUE,
+             updated_at INTEGER NOT NULL,
+             body TEXT NOT NULL) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS terms (
+             term TEXT NOT NULL,
+             ref TEXT NOT NULL,
+             PRIMARY KEY (term, ref)) WITHOUT ROWID;",
+    )
+    .expect("schema");
+    conn
+}
+
+fn put_view(tx: &rusqlite::Transaction<'_>, view: &CustomerView) {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO customers (ref, account, updated_at, body) VALUES (?1, ?2, ?3, ?4)",
+    )
+    .expect("prepare")
+    .execute(params![
+        view.customer_ref,
+        view.account_number,
+        view.updated_at_ms,
+        serde_json::to_string(view).expect("view json")
+    ])
+    .expect("customer");
+    let mut terms = tx
+        .prepare_cached("INSERT OR IGNORE INTO terms (term, ref) VALUES (?1, ?2)")
+        .expect("prepare");
+    for term in search::terms(view) {
+        terms
+            .execute(params![term, view.customer_ref])
+            .expect("term");
+    }
+}
+
+/// Accepts one customer create exactly as the node's writer does: a new operation with a new
+/// id, its view, and its search terms.
+fn submit(tx: &rusqlite::Transaction<'_>, seq: u64, fields: &NewCustomer, now: i64) {
+    let op = Operation {
+        id: OperationId::new_v7(now as u64),
+        seq,
+        customer_ref: format!("S0001-T{seq}"),
+        record_id: None,
+        payload: Payload::CustomerCreate(fields.clone()),
+        state: OpState::Pending,
+        error: None,
+        revision: 0,
+        accepted_at_ms: now,
+        updated_at_ms: now,
+        base: None,
+        conflicts: Vec::new(),
+    };
+    let view = CustomerView::created_by(&op).expect("view");
+    tx.prepare_cached(
+        "INSERT INTO ops (seq, id, state, customer_ref, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .expect("prepare")
+    .execute(params![
+        seq as i64,
+        op.id.as_u128().to_be_bytes().to_vec(),
+        op.state.code(),
+        op.customer_ref,
+        serde_json::to_string(&op).expect("op json")
+    ])
+    .expect("op");
+    put_view(tx, &view);
+}
+
+fn next_seq(tx: &rusqlite::Transaction<'_>) -> u64 {
+    tx.query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .optional()
+    .expect("next_seq")
+    .map_or(1, |v| v as u64)
+}
+
+fn set_next_seq(tx: &rusqlite::Transaction<'_>, seq: u64) {
+    tx.execute(
+        "INSERT OR REPLACE INTO meta (key, value) VALUES ('next_seq', ?1)",
+        params![seq as i64],
+    )
+    .expect("next_seq");
+}
+
+struct Job {
+    fields: NewCustomer,
+    reply: oneshot::Sender<u64>,
+}
+
+/// The baseline queue: one writer thread, group commit of up to `group_commit_max` creates.
+#[derive(Clone)]
+pub struct Queue {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Queue {
+    /// Starts the writer thread on the database at `path`.
+    pub fn spawn(path: &Path, group_commit_max: usize) -> (Queue, std::thread::JoinHandle<()>) {
+        let (tx, mut rx) = mpsc::channel::<Job>(4096);
+        let path = path.to_path_buf();
+        let thread = std::thread::spawn(move || {
+            let mut conn = open(&path);
+            let mut jobs = Vec::with_capacity(group_commit_max);
+            while let Some(first) = rx.blocking_recv() {
+                jobs.push(first);
+                while jobs.len() < group_commit_max {
+                    match rx.try_recv() {
+                        Ok(job) => jobs.push(job),
+                        Err(_) => break,
+                    }
+                }
+                let tx = conn.transaction().expect("begin");
+                let mut seq = next_seq(&tx);
+                let now = outpost::store::now_ms();
+                let mut seqs = Vec::with_capacity(jobs.len());
+                for job in &jobs {
+                    submit(&tx, seq, &job.fields, now);
+                    seqs.push(seq);
+                    seq += 1;
+                }
+                set_next_seq(&tx, seq);
+                tx.commit().expect("commit");
+                for (job, seq) in jobs.drain(..).zip(seqs) {
+                    let _ = job.reply.send(seq);
+                }
+            }
+        });
+        (Queue { tx }, thread)
+    }
+
+    /// Queues a create and waits until it is committed.
+    pub async fn create(&self, fields: NewCustomer) -> u64 {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job { fields, reply })
+            .await
+            .expect("sqlite writer");
+        rx.await.expect("sqlite commit")
+    }
+}
+
+/// Loads HQ copies as the node's 1010 apply does (each becomes a view with its terms), one
+/// transaction per `chunk`.
+pub fn load_customers(conn: &mut Connection, copies: impl Iterator<Item = HqCopy>, chunk: usize) {
+    let mut tx = conn.transaction().expect("begin");
+    let mut in_tx = 0;
+    for copy in copies {
+        let mut view = copy.view;
+        view.customer_ref.clone_from(&copy.account_number);
+        view.account_number = Some(copy.account_number);
+        put_view(&tx, &view);
+        in_tx += 1;
+        if in_tx == chunk {
+            tx.commit().expect("commit");
+            tx = conn.transaction().expect("begin");
+            in_tx = 0;
+        }
+    }
+    tx.commit().expect("commit");
+}
+
+/// Queues local creates directly (no writer thread), `chunk` per transaction.
+pub fn load_creates(
+    conn: &mut Connection,
+    creates: impl Iterator<Item = NewCustomer>,
+    chunk: usize,
+) {
+    let mut tx = conn.transaction().expect("begin");
+    let mut seq = next_seq(&tx);
+    let now = outpost::store::now_ms();
+    let mut in_tx = 0;
+    for fields in creates {
+        submit(&tx, seq, &fields, now);
+        seq += 1;
+        in_tx += 1;
+        if in_tx == chunk {
+            set_next_seq(&tx, seq);
+            tx.commit().expect("commit");
+            tx = conn.transaction().expect("begin");
+            in_tx = 0;
+        }
+    }
+    set_next_seq(&tx, seq);
+    tx.commit().expect("commit");
+}
+
+/// A customer found, with its sync state (as the node's `CustomerRead`).
+pub struct Found {
+    pub view: CustomerView,
+    pub sync_state: SyncState,
+}
+
+fn prefix_end(term: &str) -> String {
+    // Terms are folded to ASCII: the next string after every extension of `term`.
+    let mut end = term.to_string();
+    end.push('\u{7f}');
+    end
+}
+
+/// The node's search semantics over SQLite: customers whose terms match every query term by
+/// prefix, most recently changed first, with their sync state.
+pub fn search(conn: &Connection, q: &str, limit: usize) -> Vec<Found> {
+    let terms = search::query_terms(q);
+    if terms.is_empty() {
+        return Vec::new();
+    }
+    // One indexed range per term, intersected by SQLite.
+    let mut sql = String::new();
+    let mut args: Vec<String> = Vec::new();
+    for (k, term) in terms.iter().enumerate() {
+        if k > 0 {
+            sql.push_str(" INTERSECT ");
+        }
+        sql.push_str(&format!(
+            "SELECT ref FROM (SELECT ref FROM terms WHERE term >= ?{} AND term < ?{} LIMIT {CANDIDATE_CAP})",
+            2 * k + 1,
+            2 * k + 2
+        ));
+        args.push(term.clone());
+        args.push(prefix_end(term));
+    }
+    let full = format!(
+        "SELECT c.ref, c.updated_at, c.body FROM customers c WHERE c.ref IN ({sql}) \
+         ORDER BY c.updated_at DESC, c.ref ASC LIMIT {limit}"
+    );
+    let mut stmt = conn.prepare_cached(&full).expect("prepare search");
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args.iter()), |r| {
+            r.get::<_, String>(2)
+        })
+        .expect("search");
+    let mut states = conn
+        .prepare_cached("SELECT state FROM ops WHERE customer_ref = ?1")
+        .expect("prepare states");
+    let mut out = Vec::new();
+    for body in rows {
+        let body = body.expect("row");
+        let view: CustomerView = serde_json::from_str(&body).expect("view");
+        let codes: Vec<u8> = states
+            .query_map(params![view.customer_ref], |r| r.get::<_, u8>(0))
+            .expect("states")
+            .map(|c| c.expect("state"))
+            .collect();
+        let sync_state = SyncState::summarise(
+            codes
+                .into_iter()
+                .filter_map(|c| OpState::ALL.into_iter().find(|s| s.code() == c)),
+        );
+        out.push(Found { view, sync_state });
+    }
+    out
+}
