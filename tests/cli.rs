@@ -488,11 +488,12 @@ async fn doctor_checks_a_stopped_node_and_names_what_is_wrong() {
 
     let run = outpost(dir.path(), &["doctor", "--config", config_arg]).await;
     let text = run.ok();
+    let schema = format!("schema version {}", outpost::store::schema::SCHEMA_VERSION);
     for want in [
         "config: valid",
         "exists and is writable",
         "free on",
-        "schema version 1",
+        schema.as_str(),
         "pending 2",
         "customers: 2",
         "every page checksum verified",

@@ -72,6 +72,7 @@ fn each_table(v: &mut impl TableVisitor) -> Result<(), StoreError> {
     v.visit(schema::OP_IDS)?;
     v.visit(schema::OPS_BY_STATE)?;
     v.visit(schema::CUSTOMERS)?;
+    v.visit(schema::CUSTOMER_KEYS)?;
     v.visit(schema::CUSTOMER_OPS)?;
     v.visit(schema::SEARCH)?;
     v.visit(schema::ACCOUNTS)?;
