@@ -242,6 +242,12 @@ impl DbSlot {
         let Some(cause) = io_failure(&e) else {
             return e;
         };
+        if self.read_slot().is_none() {
+            // The database is already closed and waiting for its reopen: this write failed for
+            // that reason, not for a new one, and must not push the reopen further away (a
+            // steady stream of writes would otherwise keep it from ever happening).
+            return e;
+        }
         {
             let mut health = lock_health(&self.health);
             let now = Instant::now();
