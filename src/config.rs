@@ -204,12 +204,34 @@ impl Default for Limits {
 pub struct StoreConfig {
     /// redb page cache, bytes.
     pub cache_bytes: usize,
+    /// Search terms of recent writes held (in memory and in the log) before the writer merges
+    /// them into the main search index between writes.
+    pub search_merge_entries: usize,
+    /// Most search terms merged in one transaction (bounds the pause a merge adds to a write).
+    pub search_merge_chunk: usize,
+    /// Quiet time after which the writer merges whatever search terms it holds.
+    pub search_merge_idle_ms: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
+        let merge = crate::store::writer::MergeOptions::default();
         Self {
             cache_bytes: 64 * 1024 * 1024,
+            search_merge_entries: merge.start_at_entries,
+            search_merge_chunk: merge.chunk_entries,
+            search_merge_idle_ms: merge.idle_after.as_millis() as u64,
+        }
+    }
+}
+
+impl StoreConfig {
+    /// The writer's merge settings.
+    pub fn merge(&self) -> crate::store::writer::MergeOptions {
+        crate::store::writer::MergeOptions {
+            start_at_entries: self.search_merge_entries,
+            chunk_entries: self.search_merge_chunk,
+            idle_after: std::time::Duration::from_millis(self.search_merge_idle_ms),
         }
     }
 }
@@ -356,7 +378,19 @@ impl Config {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(invalid("hq.url", "must be an http or https URL"));
         }
-        let positive: [(&str, u64); 11] = [
+        let positive: [(&str, u64); 14] = [
+            (
+                "store.search_merge_entries",
+                self.store.search_merge_entries as u64,
+            ),
+            (
+                "store.search_merge_chunk",
+                self.store.search_merge_chunk as u64,
+            ),
+            (
+                "store.search_merge_idle_ms",
+                self.store.search_merge_idle_ms,
+            ),
             ("hq.request_timeout_ms", self.hq.request_timeout_ms),
             ("upload.interval_ms", self.upload.interval_ms),
             ("upload.batch_size", self.upload.batch_size as u64),

@@ -93,6 +93,7 @@ impl Node {
                 store_id: config.node.store_id.clone(),
                 queue: config.limits.write_queue,
                 group_commit_max: config.limits.group_commit_max,
+                merge: config.store.merge(),
             },
         )
         .map_err(|e| NodeError::Runtime(e.to_string()))?;

@@ -392,6 +392,12 @@ fn spawn_writer(
             store_id: "S0001".into(),
             queue: 1_024,
             group_commit_max: group,
+            // Small and varied, so that merges of the search terms log meet the power cuts.
+            merge: writer::MergeOptions {
+                start_at_entries: [1usize, 64, 4096][rng.gen_range(0..3)],
+                chunk_entries: [1usize, 16, 1024][rng.gen_range(0..3)],
+                idle_after: std::time::Duration::from_millis(rng.gen_range(0..5)),
+            },
         },
     )
     .expect("spawn writer")

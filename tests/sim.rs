@@ -170,6 +170,7 @@ impl Sim {
                 store_id: STORE_ID.into(),
                 queue: 16,
                 group_commit_max: 1,
+                merge: writer::MergeOptions::default(),
             },
         )
         .expect("spawn writer");

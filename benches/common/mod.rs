@@ -361,6 +361,7 @@ pub fn start_writer(
             store_id: "S0001".into(),
             queue: 4096,
             group_commit_max,
+            merge: writer::MergeOptions::default(),
         },
     )
     .expect("writer")

@@ -385,6 +385,7 @@ impl Store {
             }),
             quick_repair: options.quick_repair,
             held: Arc::default(),
+            search_log: Arc::default(),
         };
         store.init_schema()?;
         Ok(store)

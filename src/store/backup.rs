@@ -75,6 +75,7 @@ fn each_table(v: &mut impl TableVisitor) -> Result<(), StoreError> {
     v.visit(schema::CUSTOMER_KEYS)?;
     v.visit(schema::CUSTOMER_OPS)?;
     v.visit(schema::SEARCH)?;
+    v.visit(schema::SEARCH_LOG)?;
     v.visit(schema::ACCOUNTS)?;
     v.visit(schema::CUSTOMER_BASES)?;
     v.visit(schema::CDX_JOBS)?;
@@ -416,14 +417,19 @@ fn inspect_unguarded(path: &Path) -> Result<StoreSummary, StoreError> {
     };
     match schema_version {
         None => note("no schema version recorded (the node never finished creating it)".into()),
-        Some(v) if v != schema::SCHEMA_VERSION => note(format!(
+        Some(v) if v == schema::SCHEMA_VERSION => {}
+        // An older layout the node upgrades when it opens the file: not a problem.
+        Some(v) if (schema::SCHEMA_UPGRADES_FROM..schema::SCHEMA_VERSION).contains(&v) => {}
+        Some(v) => note(format!(
             "schema version {v}, this build reads {}",
             schema::SCHEMA_VERSION
         )),
-        Some(_) => {}
     }
+    let upgradable = schema_version.is_some_and(|v| v < schema::SCHEMA_VERSION);
     for name in table_names() {
-        if !tables.contains_key(&name) {
+        // The upgrade creates the search terms log; an older file lacks it.
+        let added_by_upgrade = upgradable && name == schema::SEARCH_LOG.name();
+        if !tables.contains_key(&name) && !added_by_upgrade {
             note(format!("table {name} is missing"));
         }
     }

@@ -9,6 +9,7 @@ pub mod hq_sync;
 pub mod prune;
 pub mod read;
 pub mod schema;
+pub(crate) mod search_log;
 pub mod stats;
 pub(crate) mod tables;
 pub mod writer;
@@ -113,6 +114,7 @@ pub struct Store {
     db: Arc<backend::DbSlot>,
     quick_repair: bool,
     held: Arc<cdx::HeldCache>,
+    search_log: Arc<search_log::SearchLog>,
 }
 
 impl Store {
@@ -136,6 +138,11 @@ impl Store {
                         .map_err(StoreError::db)?;
                 }
                 Some(v) if v == schema::SCHEMA_VERSION => {}
+                // The newer layout only adds tables, opened below.
+                Some(v) if (schema::SCHEMA_UPGRADES_FROM..schema::SCHEMA_VERSION).contains(&v) => {
+                    meta.insert(schema::SCHEMA_KEY, schema::SCHEMA_VERSION)
+                        .map_err(StoreError::db)?;
+                }
                 Some(v) => {
                     return Err(StoreError::Damaged {
                         path: self.location(),
@@ -156,13 +163,19 @@ impl Store {
             tx.open_table(schema::CUSTOMER_OPS)
                 .map_err(StoreError::db)?;
             tx.open_table(schema::SEARCH).map_err(StoreError::db)?;
+            tx.open_table(schema::SEARCH_LOG).map_err(StoreError::db)?;
             tx.open_table(schema::ACCOUNTS).map_err(StoreError::db)?;
             tx.open_table(schema::CDX_JOBS).map_err(StoreError::db)?;
             tx.open_table(schema::CUSTOMER_BASES)
                 .map_err(StoreError::db)?;
         }
         tx.commit().map_err(StoreError::db)?;
-        Ok(())
+        self.reload_search_log()
+    }
+
+    /// Reads the search terms log back into memory (at open, and after a reopen).
+    pub(crate) fn reload_search_log(&self) -> Result<(), StoreError> {
+        self.search_log.load(&self.begin_read()?)
     }
 
     /// The underlying database, for the writer of this module.

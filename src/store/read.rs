@@ -65,10 +65,17 @@ impl Store {
 
     /// Customers whose terms match every term of `q` by prefix, most recently changed first.
     pub fn search(&self, q: &str, limit: usize) -> Result<Vec<CustomerRead>, StoreError> {
-        let mut terms = search::query_terms(q);
+        let terms = search::query_terms(q);
         if terms.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
+        // The terms of recent writes not merged into the index yet, taken before the snapshot
+        // is opened: what leaves memory after this is in the snapshot's index (see
+        // `store::search_log`).
+        let recent: Vec<Vec<String>> = terms
+            .iter()
+            .map(|term| self.search_log.candidates(term, CANDIDATE_CAP))
+            .collect();
         let tx = self.begin_read()?;
         let index = t(tx.open_table(schema::SEARCH))?;
         let customers = t(tx.open_table(schema::CUSTOMERS))?;
@@ -77,24 +84,28 @@ impl Store {
         // The term with the fewest matches drives; every candidate is then checked against all
         // terms. Longer terms are usually more selective, so they are scanned first, and a
         // later term's scan stops as soon as it cannot beat the driver.
-        terms.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        let mut order: Vec<usize> = (0..terms.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(terms[i].len()));
         let mut refs: Option<Vec<String>> = None;
-        for term in &terms {
+        for i in order {
+            let term = &terms[i];
             let bound = refs.as_ref().map_or(CANDIDATE_CAP, Vec::len);
-            let mut found: Vec<String> = Vec::new();
-            let mut beaten = false;
-            for entry in t(index.range((term.as_str(), "")..))? {
-                let (key, _) = t(entry)?;
-                let (indexed, customer_ref) = key.value();
-                if !indexed.starts_with(term.as_str()) {
-                    break;
-                }
-                if found.last().map(String::as_str) != Some(customer_ref) {
-                    found.push(customer_ref.to_string());
-                }
-                if found.len() >= bound {
-                    beaten = refs.is_some();
-                    break;
+            let mut found: Vec<String> = recent[i].clone();
+            let mut beaten = refs.is_some() && found.len() >= bound;
+            if !beaten {
+                for entry in t(index.range((term.as_str(), "")..))? {
+                    let (key, _) = t(entry)?;
+                    let (indexed, customer_ref) = key.value();
+                    if !indexed.starts_with(term.as_str()) {
+                        break;
+                    }
+                    if found.last().map(String::as_str) != Some(customer_ref) {
+                        found.push(customer_ref.to_string());
+                    }
+                    if found.len() >= bound {
+                        beaten = refs.is_some();
+                        break;
+                    }
                 }
             }
             if !beaten {

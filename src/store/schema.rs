@@ -32,8 +32,11 @@ pub const CUSTOMER_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("cu
 /// its operations.
 pub const CUSTOMER_OPS: TableDefinition<(&str, u64), u8> =
     TableDefinition::new("customer_operations");
-/// (folded search term, customer reference).
+/// (folded search term, customer reference): the main search index.
 pub const SEARCH: TableDefinition<(&str, &str), ()> = TableDefinition::new("search_terms");
+/// Log key → the search terms one write added and removed ([`encode_term_change`]), not yet
+/// merged into [`SEARCH`] (see `store::search_log`).
+pub const SEARCH_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("search_terms_log");
 /// HQ account number → customer reference.
 pub const ACCOUNTS: TableDefinition<&str, &str> = TableDefinition::new("account_numbers");
 
@@ -44,14 +47,18 @@ pub const CUSTOMER_BASES: TableDefinition<&str, &[u8]> = TableDefinition::new("c
 /// CDX job number → the package held (JSON: version, when it arrived, its body).
 pub const CDX_JOBS: TableDefinition<u32, &[u8]> = TableDefinition::new("cdx_jobs");
 
-/// Version of the layout above; bumped on incompatible change (2: customer operations carry
-/// their state; 3: customer key records).
-pub const SCHEMA_VERSION: u64 = 3;
+/// Version of the layout above; bumped on change (2: customer operations carry their state;
+/// 3: customer key records; 4: the search terms log).
+pub const SCHEMA_VERSION: u64 = 4;
+/// The oldest version this build upgrades in place (4 only adds a table).
+pub const SCHEMA_UPGRADES_FROM: u64 = 3;
 
 /// Key in [`META`] of the next operation sequence number.
 pub const NEXT_SEQ: &str = "next_seq";
 /// Key in [`META`] of the schema version.
 pub const SCHEMA_KEY: &str = "schema_version";
+/// Key in [`META`] of the next [`SEARCH_LOG`] key.
+pub const NEXT_SEARCH_LOG: &str = "next_search_log";
 
 /// Encodes a record for storage.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
@@ -111,5 +118,124 @@ impl<'a> CustomerKeys<'a> {
         query
             .iter()
             .all(|q| self.terms().any(|t| t.starts_with(q.as_bytes())))
+    }
+}
+
+/// The search terms one write added to and removed from a customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TermChange {
+    /// The customer.
+    pub customer_ref: String,
+    /// Terms the customer has now and did not have before.
+    pub added: Vec<String>,
+    /// Terms the customer had before and has no longer.
+    pub removed: Vec<String>,
+}
+
+/// Encodes a [`TermChange`]: the reference, then the number of added terms, then the terms
+/// (added first), each string as a u16 LE length and its bytes.
+pub fn encode_term_change(change: &TermChange) -> Result<Vec<u8>, StoreError> {
+    let strings = std::iter::once(&change.customer_ref)
+        .chain(&change.added)
+        .chain(&change.removed);
+    let mut out = Vec::with_capacity(64);
+    let too_long = |what: &str| StoreError::Encoding(format!("term log record: {what} too long"));
+    let added = u16::try_from(change.added.len()).map_err(|_| too_long("term list"))?;
+    let put = |s: &str, out: &mut Vec<u8>| -> Result<(), StoreError> {
+        let len = u16::try_from(s.len()).map_err(|_| too_long("string"))?;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+        Ok(())
+    };
+    let mut first = true;
+    for s in strings {
+        put(s, &mut out)?;
+        if first {
+            out.extend_from_slice(&added.to_le_bytes());
+            first = false;
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes a record written by [`encode_term_change`].
+pub fn decode_term_change(bytes: &[u8]) -> Result<TermChange, StoreError> {
+    let bad = || StoreError::Encoding("term log record".into());
+    let mut rest = bytes;
+    let take_u16 = |rest: &mut &[u8]| -> Result<usize, StoreError> {
+        let (n, tail) = rest.split_first_chunk::<2>().ok_or_else(bad)?;
+        *rest = tail;
+        Ok(usize::from(u16::from_le_bytes(*n)))
+    };
+    let take_str = |rest: &mut &[u8], len: usize| -> Result<String, StoreError> {
+        if rest.len() < len {
+            return Err(bad());
+        }
+        let (s, tail) = rest.split_at(len);
+        *rest = tail;
+        String::from_utf8(s.to_vec()).map_err(|_| bad())
+    };
+    let len = take_u16(&mut rest)?;
+    let customer_ref = take_str(&mut rest, len)?;
+    let n_added = take_u16(&mut rest)?;
+    let mut added = Vec::with_capacity(n_added);
+    let mut removed = Vec::new();
+    while !rest.is_empty() {
+        let len = take_u16(&mut rest)?;
+        let s = take_str(&mut rest, len)?;
+        if added.len() < n_added {
+            added.push(s);
+        } else {
+            removed.push(s);
+        }
+    }
+    if added.len() < n_added {
+        return Err(bad());
+    }
+    Ok(TermChange {
+        customer_ref,
+        added,
+        removed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_term_change_reads_back_as_written() {
+        let change = TermChange {
+            customer_ref: "S0001-T7".into(),
+            added: vec!["oie".into(), "taht".into(), "".into()],
+            removed: vec!["37251234567".into()],
+        };
+        let bytes = encode_term_change(&change).unwrap();
+        assert_eq!(decode_term_change(&bytes).unwrap(), change);
+        let empty = TermChange {
+            customer_ref: "C1".into(),
+            added: vec![],
+            removed: vec![],
+        };
+        assert_eq!(
+            decode_term_change(&encode_term_change(&empty).unwrap()).unwrap(),
+            empty
+        );
+    }
+
+    #[test]
+    fn a_cut_term_change_is_an_encoding_error_not_a_panic() {
+        let change = TermChange {
+            customer_ref: "S0001-T7".into(),
+            added: vec!["oie".into()],
+            removed: vec!["x".into()],
+        };
+        let bytes = encode_term_change(&change).unwrap();
+        for cut in 0..bytes.len() - 1 {
+            // Every prefix either fails or (at a record boundary) reads as fewer removals.
+            if let Ok(c) = decode_term_change(&bytes[..cut]) {
+                assert!(c.removed.is_empty());
+            }
+        }
     }
 }

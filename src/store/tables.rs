@@ -26,6 +26,9 @@ pub(crate) struct Tables<'tx> {
     /// Search index writes held back to be applied in key order (bulk applies): (term,
     /// customer reference, insert or remove), in the order they were made.
     deferred_terms: Option<Vec<(String, String, bool)>>,
+    /// Term changes of this transaction that go to the search terms log (every write but a
+    /// bulk apply), in the order they were made.
+    term_changes: Vec<schema::TermChange>,
 }
 
 impl<'tx> Tables<'tx> {
@@ -51,7 +54,13 @@ impl<'tx> Tables<'tx> {
                 .map_err(StoreError::db)?,
             cdx_jobs: tx.open_table(schema::CDX_JOBS).map_err(StoreError::db)?,
             deferred_terms: None,
+            term_changes: Vec::new(),
         })
+    }
+
+    /// The term changes for the search terms log, taken out of the transaction's tables.
+    pub fn take_term_changes(&mut self) -> Vec<schema::TermChange> {
+        std::mem::take(&mut self.term_changes)
     }
 
     /// From now on, search index writes are held back until [`Tables::flush_terms`]. Nothing
@@ -80,19 +89,24 @@ impl<'tx> Tables<'tx> {
         Ok(())
     }
 
-    fn term_write(&mut self, term: &str, key: &str, insert: bool) -> Result<(), StoreError> {
+    /// Records that `customer` lost the terms `removed` and gained `added`: in key order with
+    /// the bulk apply's writes when those are held back, else as one row of the search terms
+    /// log (merged into the main index later, see `store::search_log`).
+    fn change_terms(&mut self, customer: &str, removed: Vec<String>, added: Vec<String>) {
+        if removed.is_empty() && added.is_empty() {
+            return;
+        }
         if let Some(deferred) = &mut self.deferred_terms {
-            deferred.push((term.to_string(), key.to_string(), insert));
-            return Ok(());
+            let writes = removed.into_iter().map(|t| (t, false));
+            let writes = writes.chain(added.into_iter().map(|t| (t, true)));
+            deferred.extend(writes.map(|(t, insert)| (t, customer.to_string(), insert)));
+            return;
         }
-        if insert {
-            self.search
-                .insert((term, key), ())
-                .map_err(StoreError::db)?;
-        } else {
-            self.search.remove((term, key)).map_err(StoreError::db)?;
-        }
-        Ok(())
+        self.term_changes.push(schema::TermChange {
+            customer_ref: customer.to_string(),
+            added,
+            removed,
+        });
     }
 
     /// Moves an operation to `state`, keeping the by-state and per-customer indexes in step.
@@ -278,9 +292,7 @@ impl<'tx> Tables<'tx> {
         let key = view.customer_ref.as_str();
         self.customers.remove(key).map_err(StoreError::db)?;
         self.customer_keys.remove(key).map_err(StoreError::db)?;
-        for term in search::terms(view) {
-            self.term_write(&term, key, false)?;
-        }
+        self.change_terms(key, search::terms(view), Vec::new());
         if let Some(acc) = &view.account_number {
             self.accounts.remove(acc.as_str()).map_err(StoreError::db)?;
         }
@@ -336,18 +348,17 @@ impl<'tx> Tables<'tx> {
                 schema::encode_keys(new.updated_at_ms, &new_terms).as_slice(),
             )
             .map_err(StoreError::db)?;
-        for term in old_terms
+        let removed = old_terms
             .iter()
             .filter(|t| new_terms.binary_search(t).is_err())
-        {
-            self.term_write(term, key, false)?;
-        }
-        for term in new_terms
+            .cloned()
+            .collect();
+        let added = new_terms
             .iter()
             .filter(|t| old_terms.binary_search(t).is_err())
-        {
-            self.term_write(term, key, true)?;
-        }
+            .cloned()
+            .collect();
+        self.change_terms(key, removed, added);
         if let Some(acc) = &new.account_number {
             self.accounts
                 .insert(acc.as_str(), key)

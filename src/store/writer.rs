@@ -7,6 +7,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::hq_sync::{HqOutcome, StageReport};
 use super::schema::{self, encode};
+pub use super::search_log::MergeOptions;
 use super::tables::Tables;
 use super::{Store, StoreError, now_ms};
 use crate::domain::view::{CustomerView, has_sub_record};
@@ -180,6 +181,8 @@ pub struct WriterOptions {
     pub queue: usize,
     /// Most requests in one transaction.
     pub group_commit_max: usize,
+    /// When the search terms log is merged into the main index.
+    pub merge: MergeOptions,
 }
 
 /// Sends commands to the writer. Cheap to clone; the writer stops when every handle is gone.
@@ -215,8 +218,55 @@ pub fn spawn(
 }
 
 fn run(store: Store, options: WriterOptions, mut rx: mpsc::Receiver<Job>) {
+    // Only to wait for a request with a time limit (the idle merge); nothing else runs on it.
+    let timer = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            tracing::warn!(error = %e, "writer: no timer; the search terms log merges only when long");
+            None
+        }
+    };
     let mut jobs = Vec::with_capacity(options.group_commit_max);
-    while let Some(first) = rx.blocking_recv() {
+    let mut reopens = store.reopens();
+    loop {
+        let next = if store.search_log.merge_due(options.merge.start_at_entries) {
+            // A merge is owed: one chunk between groups, or chunk after chunk while idle.
+            match rx.try_recv() {
+                Ok(job) => Next::Job(job),
+                Err(mpsc::error::TryRecvError::Empty) => Next::Idle,
+                Err(mpsc::error::TryRecvError::Disconnected) => Next::Stop,
+            }
+        } else if store.search_log.entries() == 0 || timer.is_none() {
+            rx.blocking_recv().map_or(Next::Stop, Next::Job)
+        } else if let Some(timer) = &timer {
+            // The timeout is made inside `block_on`: it needs the timer's context.
+            let idle_after = options.merge.idle_after;
+            match timer.block_on(async { tokio::time::timeout(idle_after, rx.recv()).await }) {
+                Ok(Some(job)) => Next::Job(job),
+                Ok(None) => Next::Stop,
+                Err(_) => Next::Idle,
+            }
+        } else {
+            Next::Stop
+        };
+        let first = match next {
+            Next::Stop => break,
+            Next::Idle => {
+                merge_step(&store, &options.merge);
+                continue;
+            }
+            Next::Job(job) => job,
+        };
+        if store.reopens() != reopens {
+            // The file was reopened after an I/O failure: what it holds is the truth.
+            reopens = store.reopens();
+            if let Err(e) = store.reload_search_log() {
+                tracing::warn!(error = %e, "search terms log not reloaded after a reopen");
+            }
+        }
         jobs.push(first);
         while jobs.len() < options.group_commit_max {
             match rx.try_recv() {
@@ -239,6 +289,45 @@ fn run(store: Store, options: WriterOptions, mut rx: mpsc::Receiver<Job>) {
                     let _ = job.reply.send(Err(WriteError::Store(e.clone())));
                 }
             }
+        }
+        if store.search_log.merge_due(options.merge.start_at_entries) {
+            merge_step(&store, &options.merge);
+        }
+    }
+}
+
+/// What the writer does next.
+// A short-lived local, moved once: boxing the job would only add an allocation per group.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    Job(Job),
+    Idle,
+    Stop,
+}
+
+/// Merges one chunk of the search terms log into the main index, in a transaction of its own.
+/// The index is derived from records already durable, so chunks commit without waiting for
+/// the disk, but for the last, which also drops the log rows merged.
+fn merge_step(store: &Store, merge: &MergeOptions) {
+    let result = (|| {
+        let mut tx = store.begin_write()?;
+        let Some(step) = store.search_log.merge_chunk(&tx, merge.chunk_entries)? else {
+            return Ok(None);
+        };
+        if !step.is_last() {
+            tx.set_durability(redb::Durability::None)
+                .map_err(StoreError::db)?;
+        }
+        tx.commit().map_err(StoreError::db)?;
+        Ok(Some(step))
+    })();
+    match result {
+        Ok(Some(step)) => store.search_log.merged(step),
+        Ok(None) => {}
+        Err(e) => {
+            store.search_log.abandon_merge();
+            tracing::warn!(error = %e, "search terms merge rolled back; the log keeps its rows");
+            store.after_write_failure(e);
         }
     }
 }
@@ -297,9 +386,34 @@ pub(crate) fn commit_group(
         t.meta
             .insert(schema::NEXT_SEQ, next_seq)
             .map_err(StoreError::db)?;
-        results
+        let changes = t.take_term_changes();
+        let last_log_key = if changes.is_empty() {
+            None
+        } else {
+            let mut key = t
+                .meta
+                .get(schema::NEXT_SEARCH_LOG)
+                .map_err(StoreError::db)?
+                .map_or(1, |g| g.value());
+            let mut log = tx.open_table(schema::SEARCH_LOG).map_err(StoreError::db)?;
+            for change in &changes {
+                log.insert(key, schema::encode_term_change(change)?.as_slice())
+                    .map_err(StoreError::db)?;
+                key += 1;
+            }
+            t.meta
+                .insert(schema::NEXT_SEARCH_LOG, key)
+                .map_err(StoreError::db)?;
+            Some(key - 1)
+        };
+        (results, changes, last_log_key)
     };
+    let (results, changes, last_log_key) = results;
     tx.commit().map_err(StoreError::db)?;
+    if let Some(last) = last_log_key {
+        // After the commit, before any caller hears of it: an acknowledged write is found.
+        store.search_log.publish(&changes, last);
+    }
     if commands
         .iter()
         .any(|c| matches!(c, Command::ApplyConfig { .. }))

@@ -1,0 +1,331 @@
+//! The search terms log (`store::search_log`): a till's write is found by search as soon as it
+//! is acknowledged, before and after its terms are merged into the main index, after the store
+//! is closed and opened again, and alongside 1010 downloads that write the index directly; a
+//! term a customer no longer has never finds it.
+//!
+//! A seeded model: random creates and name / e-mail edits through the real writer on a real
+//! redb file, with merge thresholds small enough that merges start, run in chunks and finish
+//! many times during the run. After every acknowledged write, and at the end, every customer
+//! is searched by its current terms and by the terms it had before.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use outpost::domain::{CustomerPatch, NewCustomer, OperationId, Payload};
+use outpost::hq::wire::HqCustomerRecord;
+use outpost::store::cdx::HeldPackage;
+use outpost::store::hq_sync::{HqOutcome, HqVerdict};
+use outpost::store::writer::{self, MergeOptions, WriterHandle, WriterOptions};
+use outpost::store::{Command, Outcome, Store, StoreOptions, Submission};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const SEEDS: u64 = 6;
+const STEPS: usize = 300;
+
+/// What a customer is now, and the words it was known by before.
+#[derive(Debug, Clone)]
+struct Model {
+    last_name: String,
+    email: String,
+    old_words: Vec<String>,
+}
+
+fn open(path: &std::path::Path) -> Store {
+    Store::open(path, &StoreOptions::new(8 << 20)).expect("open store")
+}
+
+fn start(store: &Store, merge: MergeOptions) -> (WriterHandle, std::thread::JoinHandle<()>) {
+    writer::spawn(
+        store.clone(),
+        WriterOptions {
+            store_id: "S0001".into(),
+            queue: 64,
+            group_commit_max: 16,
+            merge,
+        },
+    )
+    .expect("spawn writer")
+}
+
+fn stop(w: (WriterHandle, std::thread::JoinHandle<()>)) {
+    drop(w.0);
+    w.1.join().expect("writer thread");
+}
+
+fn refs(store: &Store, q: &str) -> Vec<String> {
+    store
+        .search(q, 50)
+        .expect("search")
+        .into_iter()
+        .map(|c| c.view.customer_ref)
+        .collect()
+}
+
+/// Every customer is found by its current last name and e-mail, and not by a word it lost.
+fn check_all(store: &Store, model: &BTreeMap<String, Model>, when: &str) {
+    for (r, m) in model {
+        assert!(
+            refs(store, &m.last_name).contains(r),
+            "{when}: {r} not found by its last name {}",
+            m.last_name
+        );
+        assert!(
+            refs(store, &m.email).contains(r),
+            "{when}: {r} not found by its e-mail {}",
+            m.email
+        );
+        for old in &m.old_words {
+            assert!(
+                !refs(store, old).contains(r),
+                "{when}: {r} still found by {old}, which it no longer has"
+            );
+        }
+    }
+}
+
+fn word(rng: &mut StdRng) -> String {
+    // Few distinct words, so that customers share terms and edits come back to old ones.
+    const SYLLABLES: [&str; 6] = ["ka", "su", "mi", "tal", "re", "vo"];
+    (0..3)
+        .map(|_| SYLLABLES[rng.gen_range(0..SYLLABLES.len())])
+        .collect()
+}
+
+async fn create(w: &WriterHandle, last: &str, email: &str) -> String {
+    create_op(w, last, email).await.0
+}
+
+async fn create_op(w: &WriterHandle, last: &str, email: &str) -> (String, OperationId) {
+    let out = w
+        .execute(Command::Submit(Submission::NewCustomer(NewCustomer {
+            first_name: "Õie".into(),
+            last_name: last.into(),
+            email: Some(email.into()),
+            phone: None,
+            customer_group: None,
+            language: None,
+        })))
+        .await
+        .expect("create acknowledged");
+    match out {
+        Outcome::Accepted {
+            customer_ref,
+            operation_id,
+            ..
+        } => (customer_ref, operation_id),
+        other => panic!("unexpected outcome {other:?}"),
+    }
+}
+
+async fn edit(w: &WriterHandle, customer: &str, patch: CustomerPatch) -> OperationId {
+    let out = w
+        .execute(Command::Submit(Submission::Change {
+            customer: customer.into(),
+            record_id: None,
+            payload: Payload::CustomerEdit(patch),
+        }))
+        .await
+        .expect("edit acknowledged");
+    match out {
+        Outcome::Accepted { operation_id, .. } => operation_id,
+        other => panic!("unexpected outcome {other:?}"),
+    }
+}
+
+/// Forgets old words the customer has again.
+fn tidy(m: &mut Model) {
+    let (last, email) = (m.last_name.clone(), m.email.clone());
+    m.old_words.retain(|w| *w != last && *w != email);
+    m.old_words.sort();
+    m.old_words.dedup();
+}
+
+async fn run_seed(seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("outpost.redb");
+    let merge = MergeOptions {
+        start_at_entries: rng.gen_range(1..40),
+        chunk_entries: rng.gen_range(1..30),
+        idle_after: Duration::from_millis(rng.gen_range(1..20)),
+    };
+    let mut store = open(&path);
+    let mut w = start(&store, merge);
+    let mut model: BTreeMap<String, Model> = BTreeMap::new();
+    for step in 0..STEPS {
+        match rng.gen_range(0..10) {
+            0..4 => {
+                let (last, email) = (word(&mut rng), format!("c{step}@example.ee"));
+                let r = create(&w.0, &last, &email).await;
+                model.insert(
+                    r,
+                    Model {
+                        last_name: last,
+                        email,
+                        old_words: Vec::new(),
+                    },
+                );
+            }
+            4..8 if !model.is_empty() => {
+                let i = rng.gen_range(0..model.len());
+                let (r, m) = model.iter_mut().nth(i).expect("customer");
+                let new_last = word(&mut rng);
+                let mut patch = CustomerPatch {
+                    last_name: Some(new_last.clone()),
+                    ..CustomerPatch::default()
+                };
+                m.old_words
+                    .push(std::mem::replace(&mut m.last_name, new_last));
+                if rng.gen_bool(0.5) {
+                    let new_email = format!("e{step}@example.ee");
+                    patch.email = Some(Some(new_email.clone()));
+                    m.old_words.push(std::mem::replace(&mut m.email, new_email));
+                }
+                tidy(m);
+                edit(&w.0, r, patch).await;
+                // Found by its new terms at once, not by the old ones.
+                let m = m.clone();
+                let found = refs(&store, &m.last_name);
+                assert!(found.contains(r), "seed {seed} step {step}: {r} not found");
+                for old in &m.old_words {
+                    assert!(!refs(&store, old).contains(r), "seed {seed}: {r} by {old}");
+                }
+            }
+            8 => {
+                // Close and open again: the log is read back from the file.
+                stop(w);
+                drop(store);
+                store = open(&path);
+                w = start(&store, merge);
+                check_all(&store, &model, &format!("seed {seed} step {step} reopened"));
+            }
+            _ => {
+                // Quiet for a while: the writer merges the log by itself.
+                tokio::time::sleep(merge.idle_after * 3).await;
+            }
+        }
+    }
+    check_all(&store, &model, &format!("seed {seed} end"));
+    // Left alone, the writer merges everything; nothing is lost by it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.search_log_entries() > 0 {
+        assert!(Instant::now() < deadline, "seed {seed}: log never merged");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    check_all(&store, &model, &format!("seed {seed} merged"));
+    stop(w);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_find_acknowledged_writes_through_merges_and_reopens() {
+    for seed in 0..SEEDS {
+        run_seed(seed).await;
+    }
+}
+
+/// A 1010 download writes the main index directly while the log still holds older local
+/// changes of the same customers: the merge afterwards must not undo what HQ's copy says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_after_a_download_keeps_what_the_download_wrote() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(&dir.path().join("outpost.redb"));
+    // Nothing merges until asked to: the log holds every local change.
+    let merge = MergeOptions {
+        start_at_entries: 1_000_000,
+        chunk_entries: 3,
+        idle_after: Duration::from_secs(3600),
+    };
+    let w = start(&store, merge);
+    let (r, created) = create_op(&w.0, "Kask", "oie@example.ee").await;
+    // Locally renamed: the log says "kask" was removed, "tamm" added.
+    let renamed = edit(
+        &w.0,
+        &r,
+        CustomerPatch {
+            last_name: Some("Tamm".into()),
+            ..CustomerPatch::default()
+        },
+    )
+    .await;
+    // HQ confirms both, then its 1010 copy names the customer Kask again (someone at HQ
+    // renamed it back): with nothing left unconfirmed the view is HQ's copy, written straight
+    // into the main index by the bulk apply ("kask" in, "tamm" out), while the log still says
+    // "kask" out, "tamm" in.
+    let completed = |id| HqOutcome {
+        id,
+        revision: 0,
+        verdict: HqVerdict::Completed {
+            account_number: Some("C000001".into()),
+            conflicts: Vec::new(),
+        },
+    };
+    w.0.execute(Command::ApplyOutcomes {
+        outcomes: vec![completed(created), completed(renamed)],
+        next_cursor: 2,
+        feed_id: 1,
+    })
+    .await
+    .expect("outcomes applied");
+    let now = 1_700_000_000_000;
+    let copy = outpost::sync::cdx::copy_from_wire(
+        HqCustomerRecord {
+            account_number: "C000001".into(),
+            origin_store_id: Some("S0001".into()),
+            origin_customer_ref: Some(r.clone()),
+            fields: NewCustomer {
+                first_name: "Õie".into(),
+                last_name: "Kask".into(),
+                email: Some("oie@example.ee".into()),
+                phone: None,
+                customer_group: None,
+                language: None,
+            },
+            addresses: Vec::new(),
+            contacts: Vec::new(),
+            affiliations: Vec::new(),
+            attributes: Vec::new(),
+            version: 1,
+        },
+        "S0001",
+        now,
+    );
+    w.0.execute(Command::ApplyCustomers {
+        package: HeldPackage {
+            version: 1,
+            received_at_ms: now,
+            generated_at_ms: now,
+            body: serde_json::json!({ "customers": 1 }),
+        },
+        copies: vec![copy],
+    })
+    .await
+    .expect("download applied");
+    stop(w);
+    let view = store.customer(&r).expect("read").expect("customer").view;
+    assert_eq!(view.fields.last_name, "Kask", "the view is HQ's copy");
+    assert!(store.search_log_entries() > 0, "nothing merged yet");
+    // Now merge everything, in chunks of three terms.
+    let merge_now = MergeOptions {
+        start_at_entries: 1,
+        chunk_entries: 3,
+        idle_after: Duration::from_millis(1),
+    };
+    let w = start(&store, merge_now);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.search_log_entries() > 0 {
+        assert!(Instant::now() < deadline, "log never merged");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop(w);
+    assert!(
+        refs(&store, "kask").contains(&r),
+        "HQ's name lost by the merge"
+    );
+    assert!(refs(&store, "C000001").contains(&r));
+    assert!(refs(&store, "oie@example").contains(&r));
+    assert!(
+        !refs(&store, "tamm").contains(&r),
+        "found by a name it lost"
+    );
+}
