@@ -27,17 +27,39 @@ fn cut(mut s: String) -> String {
     s
 }
 
+/// Two-digit country calling codes (ITU-T E.164 assignments). Calling codes are prefix-free:
+/// `1` and `7` are the only one-digit codes, and every other code not listed here has three
+/// digits.
+const TWO_DIGIT_CALLING_CODES: [&str; 44] = [
+    "20", "27", "30", "31", "32", "33", "34", "36", "39", "40", "41", "43", "44", "45", "46", "47",
+    "48", "49", "51", "52", "53", "54", "55", "56", "57", "58", "60", "61", "62", "63", "64", "65",
+    "66", "81", "82", "84", "86", "90", "91", "92", "93", "94", "95", "98",
+];
+
+/// The length of the country calling code that `digits` (an international number's digits,
+/// after the `+`) begin with.
+fn calling_code_len(digits: &str) -> usize {
+    match digits.as_bytes().first() {
+        Some(b'1' | b'7') => 1,
+        _ if digits
+            .get(..2)
+            .is_some_and(|two| TWO_DIGIT_CALLING_CODES.contains(&two)) =>
+        {
+            2
+        }
+        _ => 3,
+    }
+}
+
 /// Terms of one phone number: all its digits, and for an international number (`+372 5123…`)
-/// also the national part, so a till can type the number either way. Country codes are one to
-/// three digits; a term for each length is cheaper than knowing the numbering plan.
+/// also the national part after the country code, so a till can type the number either way.
 fn phone_terms(phone: &str) -> Vec<String> {
     let digits = phone_digits(phone);
-    let mut out = Vec::with_capacity(4);
+    let mut out = Vec::with_capacity(2);
     if phone.trim_start().starts_with('+') {
-        for cc in 1..=3 {
-            if digits.len() > cc + 4 {
-                out.push(digits[cc..].to_string());
-            }
+        let cc = calling_code_len(&digits);
+        if digits.len() > cc + 4 {
+            out.push(digits[cc..].to_string());
         }
     }
     if !digits.is_empty() {
@@ -155,6 +177,29 @@ mod tests {
         ] {
             assert!(t.contains(&want.to_string()), "{want} in {t:?}");
         }
+    }
+
+    #[test]
+    fn an_international_number_is_also_found_by_its_national_part() {
+        let national = |phone: &str| {
+            let t = phone_terms(phone);
+            assert_eq!(
+                t.last(),
+                Some(&phone_digits(phone)),
+                "all digits first: {t:?}"
+            );
+            (t.len() == 2).then(|| t[0].clone())
+        };
+        assert_eq!(national("+372 5123 4567").as_deref(), Some("51234567"));
+        assert_eq!(national("+1 (415) 555-0100").as_deref(), Some("4155550100"));
+        assert_eq!(national("+7 912 345 67 89").as_deref(), Some("9123456789"));
+        assert_eq!(national("+44 20 7946 0958").as_deref(), Some("2079460958"));
+        assert_eq!(national("+358 40 123 4567").as_deref(), Some("401234567"));
+        assert_eq!(national("+49 30 1234567").as_deref(), Some("301234567"));
+        // Without a +, the digits are all there is to know.
+        assert_eq!(national("5123 4567"), None);
+        // Too short to leave a national part worth a term.
+        assert_eq!(national("+372 123"), None);
     }
 
     #[test]

@@ -19,8 +19,7 @@
 //!   directly, still leaves the index right. A crash mid-merge loses nothing: the log rows go
 //!   only with the merge's last chunk, and the log is read back into memory at open.
 
-use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
+use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use redb::{ReadableTable, WriteTransaction};
@@ -49,23 +48,130 @@ impl Default for MergeOptions {
     }
 }
 
-/// (folded term, customer reference).
-type Entry = (Box<str>, Arc<str>);
+/// One term a log row added to or removed from a customer.
+#[derive(Debug, Clone)]
+struct Entry {
+    /// The folded term.
+    term: Box<str>,
+    /// The customer.
+    customer: Arc<str>,
+    /// Whether the row added the term (else it removed it: a merge must take it out).
+    added: bool,
+}
 
-/// A log taken for merging: every entry of its rows, sorted, and how far the merge has come.
+impl Entry {
+    fn key(&self) -> (&str, &str) {
+        (&self.term, &self.customer)
+    }
+}
+
+/// Entries in a few sorted runs, each at least twice as long as the next (the logarithmic
+/// method): a batch is sorted once and merged with its neighbours as they fill, so adding costs
+/// a few sequential moves per entry, and a lookup is one binary search per run.
+#[derive(Default)]
+struct Runs {
+    runs: Vec<Vec<Entry>>,
+    len: usize,
+}
+
+impl Runs {
+    fn push_batch(&mut self, mut batch: Vec<Entry>) {
+        if batch.is_empty() {
+            return;
+        }
+        batch.sort_by(|a, b| a.key().cmp(&b.key()));
+        self.len += batch.len();
+        self.runs.push(batch);
+        while let [.., older, newer] = self.runs.as_slice() {
+            if older.len() > 2 * newer.len() {
+                break;
+            }
+            let (Some(newer), Some(older)) = (self.runs.pop(), self.runs.pop()) else {
+                break;
+            };
+            self.runs.push(merge_runs(older, newer));
+        }
+    }
+
+    fn candidates(&self, prefix: &str, cap: usize, out: &mut Vec<String>) {
+        for run in &self.runs {
+            scan(run, prefix, cap, out);
+        }
+    }
+}
+
+/// Merges two sorted runs; on equal keys the older run's entry comes first.
+fn merge_runs(older: Vec<Entry>, newer: Vec<Entry>) -> Vec<Entry> {
+    let mut out = Vec::with_capacity(older.len() + newer.len());
+    let mut a = older.into_iter().peekable();
+    let mut b = newer.into_iter().peekable();
+    loop {
+        let take_a = match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) => x.key() <= y.key(),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let next = if take_a { a.next() } else { b.next() };
+        out.extend(next);
+    }
+    out
+}
+
+/// Customers of `run` (sorted) with an added term starting with `prefix`, until `out` holds
+/// `cap`.
+fn scan(run: &[Entry], prefix: &str, cap: usize, out: &mut Vec<String>) {
+    let from = run.partition_point(|e| &*e.term < prefix);
+    for e in &run[from..] {
+        if out.len() >= cap || !e.term.starts_with(prefix) {
+            break;
+        }
+        if e.added {
+            out.push(e.customer.to_string());
+        }
+    }
+}
+
+/// A log taken for merging: its runs, and how far the merge has come in each. The merge takes
+/// entries from all runs in key order.
 struct Frozen {
-    /// Each (term, customer) the rows touched, with whether the last row to touch it added it.
-    entries: Vec<(Entry, bool)>,
-    /// Entries before this index are merged.
-    merged: usize,
+    /// The runs of the rows taken, each sorted by (term, customer).
+    runs: Vec<Vec<Entry>>,
+    /// In each run, the entries before this index are merged.
+    merged: Vec<usize>,
     /// The highest log key of the rows taken.
     last_key: u64,
 }
 
+impl Frozen {
+    fn left(&self) -> usize {
+        self.runs
+            .iter()
+            .zip(&self.merged)
+            .map(|(r, m)| r.len() - m)
+            .sum()
+    }
+
+    /// The next `n` entries in key order from every run, and where each run stands after them.
+    fn next_chunk(&self, n: usize) -> (Vec<&Entry>, Vec<usize>) {
+        let mut at = self.merged.clone();
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let next = (0..self.runs.len())
+                .filter_map(|i| self.runs[i].get(at[i]).map(|e| (i, e)))
+                .min_by(|(_, a), (_, b)| a.key().cmp(&b.key()));
+            let Some((i, e)) = next else { break };
+            out.push(e);
+            at[i] += 1;
+        }
+        (out, at)
+    }
+}
+
 #[derive(Default)]
 struct State {
-    /// Entries of the rows not taken for a merge yet, with whether the last row added them.
-    active: BTreeMap<Entry, bool>,
+    /// Entries of the rows not taken for a merge yet.
+    active: Runs,
     /// The highest log key published.
     last_key: u64,
     frozen: Option<Frozen>,
@@ -77,27 +183,30 @@ pub(crate) struct SearchLog {
     state: RwLock<State>,
 }
 
-fn entry(term: &str, customer: &Arc<str>) -> Entry {
-    (term.into(), customer.clone())
+/// The entries of some log rows, in row order (the rows' strings are moved, not copied).
+fn entries_of(changes: Vec<TermChange>) -> Vec<Entry> {
+    let n = changes
+        .iter()
+        .map(|c| c.added.len() + c.removed.len())
+        .sum();
+    let mut out = Vec::with_capacity(n);
+    for change in changes {
+        let customer: Arc<str> = change.customer_ref.into();
+        let removed = change.removed.into_iter().map(|t| (t, false));
+        for (term, added) in removed.chain(change.added.into_iter().map(|t| (t, true))) {
+            out.push(Entry {
+                term: term.into_boxed_str(),
+                customer: customer.clone(),
+                added,
+            });
+        }
+    }
+    out
 }
 
 impl State {
-    fn add(&mut self, change: &TermChange) {
-        let customer: Arc<str> = change.customer_ref.as_str().into();
-        for t in &change.removed {
-            self.active.insert(entry(t, &customer), false);
-        }
-        for t in &change.added {
-            self.active.insert(entry(t, &customer), true);
-        }
-    }
-
     fn entries(&self) -> usize {
-        self.active.len()
-            + self
-                .frozen
-                .as_ref()
-                .map_or(0, |f| f.entries.len() - f.merged)
+        self.active.len + self.frozen.as_ref().map_or(0, Frozen::left)
     }
 }
 
@@ -111,32 +220,15 @@ impl SearchLog {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Customers with a term starting with `prefix` that the main index may lack, up to `cap`.
+    /// Customers with a term starting with `prefix` that the main index may lack, up to `cap`
+    /// (a customer may come more than once).
     pub(crate) fn candidates(&self, prefix: &str, cap: usize) -> Vec<String> {
         let state = self.read();
         let mut out = Vec::new();
-        let start: Entry = (prefix.into(), Arc::from(""));
-        for ((term, customer), added) in state
-            .active
-            .range((Bound::Included(start), Bound::Unbounded))
-        {
-            if out.len() >= cap || !term.starts_with(prefix) {
-                break;
-            }
-            if *added {
-                out.push(customer.to_string());
-            }
-        }
+        state.active.candidates(prefix, cap, &mut out);
         if let Some(f) = &state.frozen {
-            let rest = &f.entries[f.merged..];
-            let from = rest.partition_point(|((term, _), _)| &**term < prefix);
-            for ((term, customer), added) in &rest[from..] {
-                if out.len() >= cap || !term.starts_with(prefix) {
-                    break;
-                }
-                if *added {
-                    out.push(customer.to_string());
-                }
+            for (run, merged) in f.runs.iter().zip(&f.merged) {
+                scan(&run[*merged..], prefix, cap, &mut out);
             }
         }
         out
@@ -151,15 +243,16 @@ impl SearchLog {
     /// log has grown past `start_at` entries.
     pub(crate) fn merge_due(&self, start_at: usize) -> bool {
         let state = self.read();
-        state.frozen.is_some() || state.active.len() >= start_at
+        state.frozen.is_some() || state.active.len >= start_at
     }
 
     /// Makes the rows just committed (log keys up to `last_key`) visible to searches.
-    pub(crate) fn publish(&self, changes: &[TermChange], last_key: u64) {
+    pub(crate) fn publish(&self, changes: Vec<TermChange>, last_key: u64) {
+        // Built and sorted before the lock is taken: readers wait only for the merge of runs.
+        let mut batch = entries_of(changes);
+        batch.sort_by(|a, b| a.key().cmp(&b.key()));
         let mut state = self.write();
-        for c in changes {
-            state.add(c);
-        }
+        state.active.push_batch(batch);
         state.last_key = state.last_key.max(last_key);
     }
 
@@ -167,11 +260,13 @@ impl SearchLog {
     pub(crate) fn load(&self, tx: &redb::ReadTransaction) -> Result<(), StoreError> {
         let table = tx.open_table(schema::SEARCH_LOG).map_err(StoreError::db)?;
         let mut fresh = State::default();
+        let mut changes = Vec::new();
         for row in table.iter().map_err(StoreError::db)? {
             let (key, bytes) = row.map_err(StoreError::db)?;
-            fresh.add(&schema::decode_term_change(bytes.value())?);
+            changes.push(schema::decode_term_change(bytes.value())?);
             fresh.last_key = key.value();
         }
+        fresh.active.push_batch(entries_of(changes));
         *self.write() = fresh;
         Ok(())
     }
@@ -187,15 +282,14 @@ impl SearchLog {
         {
             let mut state = self.write();
             if state.frozen.is_none() {
-                if state.active.is_empty() {
+                if state.active.len == 0 {
                     return Ok(None);
                 }
-                let entries: Vec<(Entry, bool)> =
-                    std::mem::take(&mut state.active).into_iter().collect();
+                let runs = std::mem::take(&mut state.active).runs;
                 let last_key = state.last_key;
                 state.frozen = Some(Frozen {
-                    entries,
-                    merged: 0,
+                    merged: vec![0; runs.len()],
+                    runs,
                     last_key,
                 });
             }
@@ -205,14 +299,14 @@ impl SearchLog {
         let Some(frozen) = &state.frozen else {
             return Ok(None);
         };
-        let end = (frozen.merged + chunk_entries.max(1)).min(frozen.entries.len());
+        let (chunk, end) = frozen.next_chunk(chunk_entries.max(1));
         let mut index = tx.open_table(schema::SEARCH).map_err(StoreError::db)?;
         let keys = tx
             .open_table(schema::CUSTOMER_KEYS)
             .map_err(StoreError::db)?;
         // Each customer's key record as it is now, read once per chunk.
         let mut current: HashMap<&str, Option<Vec<u8>>> = HashMap::new();
-        for ((term, customer), _) in &frozen.entries[frozen.merged..end] {
+        for Entry { term, customer, .. } in chunk {
             let record = match current.get(&**customer) {
                 Some(r) => r,
                 None => {
@@ -236,7 +330,10 @@ impl SearchLog {
                 index.remove(key).map_err(StoreError::db)?;
             }
         }
-        let last = end == frozen.entries.len();
+        let last = end
+            .iter()
+            .zip(&frozen.runs)
+            .all(|(at, run)| *at == run.len());
         if last {
             let mut log = tx.open_table(schema::SEARCH_LOG).map_err(StoreError::db)?;
             log.retain_in(..=frozen.last_key, |_, _| false)
@@ -259,19 +356,22 @@ impl SearchLog {
     pub(crate) fn abandon_merge(&self) {
         let mut state = self.write();
         if let Some(f) = state.frozen.take() {
-            // Entries not merged go back; merged ones are in the main index already, and
-            // merging them again is harmless.
-            for (e, added) in f.entries.into_iter().skip(f.merged) {
-                state.active.entry(e).or_insert(added);
+            // Entries not merged go back (the rows are still in the log); merged ones are in
+            // the main index already.
+            for (run, merged) in f.runs.into_iter().zip(f.merged) {
+                state
+                    .active
+                    .push_batch(run.into_iter().skip(merged).collect());
             }
         }
     }
 }
 
 /// How far one committed merge chunk came.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct MergeStep {
-    end: usize,
+    /// Where each run of the merge stands.
+    end: Vec<usize>,
     last: bool,
 }
 

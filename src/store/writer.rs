@@ -412,7 +412,7 @@ pub(crate) fn commit_group(
     tx.commit().map_err(StoreError::db)?;
     if let Some(last) = last_log_key {
         // After the commit, before any caller hears of it: an acknowledged write is found.
-        store.search_log.publish(&changes, last);
+        store.search_log.publish(changes, last);
     }
     if commands
         .iter()
