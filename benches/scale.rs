@@ -159,6 +159,8 @@ fn child_serve(path: &Path) {
     rt.block_on(server.stop());
     drop(writer);
     thread.join().expect("writer");
+    // As the node stops: the file is closed and sealed.
+    store.close().expect("store closed");
     println!("RSS {:.1}", common::peak_rss_mib());
 }
 
@@ -232,6 +234,7 @@ fn child_open(path: &Path, quick_repair: bool) {
     rt.block_on(server.stop());
     drop(writer);
     thread.join().expect("writer");
+    store.close().expect("store closed");
     println!(
         "READY {:.1} {:.1}",
         ready.as_secs_f64() * 1000.0,

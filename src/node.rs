@@ -207,6 +207,14 @@ impl Node {
             .await
             .map_err(|e| NodeError::Runtime(e.to_string()))?
             .map_err(|_| NodeError::Runtime("writer thread panicked".into()))?;
+        // Sealed, the file opens next time without redb's walk of every page (`store::seal`).
+        let store = self.store;
+        match tokio::task::spawn_blocking(move || store.close()).await {
+            Ok(Ok(true)) => tracing::info!("store closed and sealed"),
+            Ok(Ok(false)) => tracing::info!("store closed (not sealed: next start checks it)"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "store close failed; next start checks it"),
+            Err(e) => tracing::warn!(error = %e, "store close did not finish"),
+        }
         tracing::info!("node stopped");
         Ok(())
     }

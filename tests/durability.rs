@@ -434,8 +434,12 @@ async fn sigterm_stops_cleanly_and_a_restart_shows_everything() {
         "exit status {status:?}; stderr:\n{}",
         bin.stderr()
     );
+    // A clean stop seals the file, so the next start can skip redb's walk of every page.
+    let seal = bin.data_dir.join("outpost.redb.clean");
+    assert!(seal.exists(), "no seal after a clean stop");
 
     let bin = Binary::spawn(dir.path());
+    assert!(!seal.exists(), "the seal outlived the start that used it");
     let api = bin.api();
     assert_eq!(api.customer(&cref).await, before);
     assert_eq!(api.all_operations("", 100).await, ops_before);

@@ -321,10 +321,21 @@ impl DbSlot {
 /// store is [`StoreError::Damaged`]; a busy or unreadable one is an I/O error. redb is asked to
 /// verify every page's checksum, so damage anywhere is found now, not by a later read.
 fn open_database(location: &StoreLocation, cache_bytes: usize) -> Result<Database, StoreError> {
+    // The full walk of redb's integrity check, unless the file is the one a clean stop sealed.
+    let check = match location {
+        StoreLocation::File(path) => {
+            let sealed = super::seal::take(path);
+            if sealed {
+                tracing::info!(store = %location.describe(), "store file matches its clean-stop seal; integrity walk skipped");
+            }
+            !sealed
+        }
+        StoreLocation::Backend { .. } => true,
+    };
     let mut builder = Database::builder();
     builder
         .set_cache_size(cache_bytes)
-        .set_check_integrity_on_open(true);
+        .set_check_integrity_on_open(check);
     let damaged = |reason: String| StoreError::Damaged {
         path: location.describe(),
         reason,
@@ -389,6 +400,28 @@ impl Store {
         };
         store.init_schema()?;
         Ok(store)
+    }
+
+    /// Closes the store file and, when it is a file on disk that nothing else holds open,
+    /// seals it (`store::seal`) so that the next open can skip redb's integrity walk. Every
+    /// clone of this store is closed with it. Returns whether the file was sealed.
+    pub fn close(self) -> Result<bool, StoreError> {
+        let Some(db) = self.db.write_slot().take() else {
+            return Ok(false);
+        };
+        // A handle still in use (a read in flight) keeps the file open: no seal, and the next
+        // open does the full check.
+        let Ok(db) = Arc::try_unwrap(db) else {
+            return Ok(false);
+        };
+        db.close().map_err(StoreError::db)?;
+        match &self.db.location {
+            StoreLocation::File(path) => {
+                super::seal::write(path).map_err(|e| StoreError::db(redb::StorageError::Io(e)))?;
+                Ok(true)
+            }
+            StoreLocation::Backend { .. } => Ok(false),
+        }
     }
 
     /// Where the store lives, as messages name it.

@@ -9,6 +9,7 @@ pub mod hq_sync;
 pub mod prune;
 pub mod read;
 pub mod schema;
+mod seal;
 pub(crate) mod search_log;
 pub mod stats;
 pub(crate) mod tables;
