@@ -27,6 +27,7 @@ fn node_with(total: usize, group_commit_max: usize, quick_repair: bool) -> f64 {
         &outpost::store::StoreOptions {
             cache_bytes: 64 << 20,
             quick_repair,
+            ..outpost::store::StoreOptions::new(64 << 20)
         },
     )
     .expect("open store");

@@ -33,6 +33,7 @@ fn open(path: &Path, quick_repair: bool) -> Store {
         &StoreOptions {
             cache_bytes: 64 << 20,
             quick_repair,
+            ..outpost::store::StoreOptions::new(64 << 20)
         },
     )
     .expect("open store")
@@ -136,6 +137,8 @@ fn search_path(k: usize, cached: usize, local: usize) -> String {
 
 /// Child: serve the P5 mix in process and over HTTP for a while, then print peak RSS.
 fn child_serve(path: &Path) {
+    // The process set up as the node's `main` sets it up.
+    outpost::process::cap_malloc_arenas();
     let (cached, local) = sizes();
     let store = open(path, false);
     let (writer, thread) = common::start_writer(&store, 512);

@@ -211,6 +211,8 @@ pub struct StoreConfig {
     pub search_merge_chunk: usize,
     /// Quiet time after which the writer merges whatever search terms it holds.
     pub search_merge_idle_ms: u64,
+    /// Most reads of the store running at once; more wait their turn.
+    pub max_concurrent_reads: usize,
 }
 
 impl Default for StoreConfig {
@@ -221,6 +223,7 @@ impl Default for StoreConfig {
             search_merge_entries: merge.start_at_entries,
             search_merge_chunk: merge.chunk_entries,
             search_merge_idle_ms: merge.idle_after.as_millis() as u64,
+            max_concurrent_reads: crate::store::DEFAULT_CONCURRENT_READS,
         }
     }
 }
@@ -378,7 +381,11 @@ impl Config {
         if !matches!(url.scheme(), "http" | "https") {
             return Err(invalid("hq.url", "must be an http or https URL"));
         }
-        let positive: [(&str, u64); 14] = [
+        let positive: [(&str, u64); 15] = [
+            (
+                "store.max_concurrent_reads",
+                self.store.max_concurrent_reads as u64,
+            ),
             (
                 "store.search_merge_entries",
                 self.store.search_merge_entries as u64,

@@ -8,6 +8,7 @@ pub mod config;
 pub mod domain;
 pub mod hq;
 pub mod node;
+pub mod process;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

@@ -75,6 +75,7 @@ struct HqSimArgs {
 }
 
 fn main() -> std::process::ExitCode {
+    outpost::process::cap_malloc_arenas();
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -83,7 +83,10 @@ impl Node {
             );
         }
         let metrics = crate::telemetry::metrics::Metrics::new();
-        let options = StoreOptions::new(config.store.cache_bytes);
+        let options = StoreOptions {
+            max_concurrent_reads: config.store.max_concurrent_reads,
+            ..StoreOptions::new(config.store.cache_bytes)
+        };
         let store = tokio::task::spawn_blocking(move || Store::open_with(location, &options))
             .await
             .map_err(|e| NodeError::Runtime(e.to_string()))??;

@@ -162,16 +162,16 @@ pub async fn get(
     ApiPath(customer): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let store = app.store.clone();
-    let read =
-        tokio::task::spawn_blocking(move || store.customer(&customer).map(|r| (r, customer)))
-            .await
-            .map_err(|_| {
-                ApiError::plain(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "read task failed",
-                )
-            })??;
+    let read = store
+        .read(move |store| store.customer(&customer).map(|r| (r, customer)))
+        .await
+        .map_err(|_| {
+            ApiError::plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "read task failed",
+            )
+        })??;
     match read {
         (Some(CustomerRead { view, sync_state }), _) => {
             Ok(Json(to_value(&CustomerBody::new(&view, sync_state))?))
@@ -218,7 +218,8 @@ pub async fn search(
     }
     let limit = super::parse_limit(query.limit.as_deref(), 20, app.limits.max_page)?;
     let store = app.store.clone();
-    let found = tokio::task::spawn_blocking(move || store.search(&q, limit))
+    let found = store
+        .read(move |store| store.search(&q, limit))
         .await
         .map_err(|_| {
             ApiError::plain(

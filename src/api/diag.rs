@@ -88,22 +88,23 @@ struct FeatureReport {
 pub async fn report(State(app): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let store = app.store.clone();
     let path = app.runtime.store_path.clone();
-    let (stats, jobs, held, file) = tokio::task::spawn_blocking(move || {
-        Ok::<_, crate::store::StoreError>((
-            store.queue_stats(MAX_KIND_SCAN)?,
-            store.cdx_jobs()?,
-            store.held_config()?,
-            store_report(&path),
-        ))
-    })
-    .await
-    .map_err(|_| {
-        ApiError::plain(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "diag task failed",
-        )
-    })??;
+    let (stats, jobs, held, file) = store
+        .read(move |store| {
+            Ok::<_, crate::store::StoreError>((
+                store.queue_stats(MAX_KIND_SCAN)?,
+                store.cdx_jobs()?,
+                store.held_config()?,
+                store_report(&path),
+            ))
+        })
+        .await
+        .map_err(|_| {
+            ApiError::plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "diag task failed",
+            )
+        })??;
     let now = now_ms();
     let sync = app.sync.status.snapshot();
     let cdx_status = app.cdx.status();

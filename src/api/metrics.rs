@@ -55,27 +55,28 @@ pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next)
 /// `GET /metrics`: the node's metrics, gauges read from the store and the sync tasks now.
 pub async fn scrape(State(app): State<AppState>) -> Result<Response, ApiError> {
     let store = app.store.clone();
-    let (counts, oldest_pending_ms, jobs) = tokio::task::spawn_blocking(move || {
-        let counts = store.operation_counts()?;
-        // The pending listing is in acceptance order: its first is the oldest.
-        let oldest = store
-            .operations(&OpFilter {
-                state: Some(OpState::Pending),
-                after_seq: None,
-                limit: 1,
-            })?
-            .first()
-            .map(|op| op.accepted_at_ms);
-        Ok::<_, crate::store::StoreError>((counts, oldest, store.cdx_jobs()?))
-    })
-    .await
-    .map_err(|_| {
-        ApiError::plain(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "metrics task failed",
-        )
-    })??;
+    let (counts, oldest_pending_ms, jobs) = store
+        .read(move |store| {
+            let counts = store.operation_counts()?;
+            // The pending listing is in acceptance order: its first is the oldest.
+            let oldest = store
+                .operations(&OpFilter {
+                    state: Some(OpState::Pending),
+                    after_seq: None,
+                    limit: 1,
+                })?
+                .first()
+                .map(|op| op.accepted_at_ms);
+            Ok::<_, crate::store::StoreError>((counts, oldest, store.cdx_jobs()?))
+        })
+        .await
+        .map_err(|_| {
+            ApiError::plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "metrics task failed",
+            )
+        })??;
     let m = &app.metrics;
     let now = now_ms();
     let secs_since = |ms: i64| (now.saturating_sub(ms)).max(0) as f64 / 1000.0;

@@ -118,15 +118,16 @@ pub async fn list(
     };
     let limit = super::parse_limit(query.limit.as_deref(), 100, app.limits.max_page)?;
     let store = app.store.clone();
-    let ops = tokio::task::spawn_blocking(move || {
-        store.operations(&OpFilter {
-            state,
-            after_seq,
-            limit,
+    let ops = store
+        .read(move |store| {
+            store.operations(&OpFilter {
+                state,
+                after_seq,
+                limit,
+            })
         })
-    })
-    .await
-    .map_err(blocking_err)??;
+        .await
+        .map_err(blocking_err)??;
     let next_after = (ops.len() == limit)
         .then(|| ops.last().map(|o| o.seq))
         .flatten();
@@ -149,7 +150,8 @@ pub async fn show(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = parse_id(&id)?;
     let store = app.store.clone();
-    let op = tokio::task::spawn_blocking(move || store.operation(id))
+    let op = store
+        .read(move |store| store.operation(id))
         .await
         .map_err(blocking_err)??
         .ok_or_else(|| ApiError::not_found("operation_id", format!("no operation {id}")))?;
@@ -250,15 +252,16 @@ pub async fn resync_failed(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let store = app.store.clone();
     let limit = app.limits.max_page;
-    let failed = tokio::task::spawn_blocking(move || {
-        store.operations(&OpFilter {
-            state: Some(OpState::Failed),
-            after_seq: None,
-            limit,
+    let failed = store
+        .read(move |store| {
+            store.operations(&OpFilter {
+                state: Some(OpState::Failed),
+                after_seq: None,
+                limit,
+            })
         })
-    })
-    .await
-    .map_err(blocking_err)??;
+        .await
+        .map_err(blocking_err)??;
     // Sent together so the writer commits them in a few group commits, not one by one.
     let results = futures_util::future::join_all(
         failed
@@ -289,7 +292,8 @@ pub async fn resync_failed(
         return Err(e.into());
     }
     let store = app.store.clone();
-    let remaining = tokio::task::spawn_blocking(move || store.operation_counts())
+    let remaining = store
+        .read(move |store| store.operation_counts())
         .await
         .map_err(blocking_err)??
         .into_iter()

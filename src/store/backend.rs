@@ -397,6 +397,9 @@ impl Store {
             quick_repair: options.quick_repair,
             held: Arc::default(),
             search_log: Arc::default(),
+            reads: Arc::new(tokio::sync::Semaphore::new(
+                options.max_concurrent_reads.max(1),
+            )),
         };
         store.init_schema()?;
         Ok(store)

@@ -310,7 +310,8 @@ impl CdxDownloader {
     /// Every page of 1010 since the version held (everything when none is).
     async fn download_customers(&self) -> Result<(u64, i64, Vec<HqCopy>), CdxError> {
         let store = self.store.clone();
-        let held = tokio::task::spawn_blocking(move || store.cdx_jobs())
+        let held = store
+            .read(move |store| store.cdx_jobs())
             .await
             .map_err(|e| CdxError::Local {
                 job: JOB_CUSTOMERS,

@@ -125,7 +125,8 @@ impl OutcomePuller {
     async fn pull_once(&mut self) -> Result<bool, (String, Option<Duration>, bool)> {
         let local = |e: String| (e, None, true);
         let store = self.store.clone();
-        let (cursor, feed) = tokio::task::spawn_blocking(move || store.outcome_cursor())
+        let (cursor, feed) = store
+            .read(move |store| store.outcome_cursor())
             .await
             .map_err(|e| local(e.to_string()))?
             .map_err(|e| local(e.to_string()))?;

@@ -216,7 +216,8 @@ impl Realtime {
             return Err(unexpected());
         };
         let store = self.store.clone();
-        let op = tokio::task::spawn_blocking(move || store.operation(id))
+        let op = store
+            .read(move |store| store.operation(id))
             .await
             .map_err(|_| unexpected())?
             .map_err(|e| WriteError::Store(Arc::new(e)))?

@@ -132,16 +132,17 @@ impl Uploader {
 
     async fn pending(&self, limit: usize) -> Result<Vec<Operation>, UploadError> {
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            store.operations(&OpFilter {
-                state: Some(OpState::Pending),
-                after_seq: None,
-                limit,
+        store
+            .read(move |store| {
+                store.operations(&OpFilter {
+                    state: Some(OpState::Pending),
+                    after_seq: None,
+                    limit,
+                })
             })
-        })
-        .await
-        .map_err(|e| UploadError::Local(e.to_string()))?
-        .map_err(UploadError::from)
+            .await
+            .map_err(|e| UploadError::Local(e.to_string()))?
+            .map_err(UploadError::from)
     }
 
     async fn upload_once(&mut self, limit: usize) -> Result<Progress, UploadError> {
