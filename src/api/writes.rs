@@ -74,17 +74,21 @@ pub async fn write(
         Submission::Change { customer, .. } => Some(customer.clone()),
         Submission::NewCustomer(_) => None,
     };
-    let (held, customer) = store
-        .read(move |store| {
-            let held = store.held_config()?;
-            let customer = match key {
-                Some(k) => store.customer(&k)?,
-                None => None,
-            };
-            Ok::<_, crate::store::StoreError>((held, customer))
-        })
-        .await
-        .map_err(|_| internal())??;
+    let (held, customer) = match (store.held_config_cached(), key) {
+        // A create with the configuration in memory reads nothing from the store.
+        (Some(held), None) => (held, None),
+        (_, key) => store
+            .read(move |store| {
+                let held = store.held_config()?;
+                let customer = match key {
+                    Some(k) => store.customer(&k)?,
+                    None => None,
+                };
+                Ok::<_, crate::store::StoreError>((held, customer))
+            })
+            .await
+            .map_err(|_| internal())??,
+    };
     let mut decision = decide(&held, intent);
     if let Submission::Change { customer: key, .. } = &submission {
         let Some(customer) = customer else {

@@ -238,14 +238,8 @@ impl Store {
     /// after the writer committed a new package.
     pub fn held_config(&self) -> Result<HeldConfig, StoreError> {
         let generation = self.held.generation.load(Ordering::Acquire);
-        if let Some((g, config)) = &*self
-            .held
-            .value
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            && *g == generation
-        {
-            return Ok(config.clone());
+        if let Some(config) = self.held_config_cached() {
+            return Ok(config);
         }
         let fresh = self.read_held_config()?;
         let mut cached = self
@@ -259,6 +253,21 @@ impl Store {
             *cached = Some((generation, fresh.clone()));
         }
         Ok(fresh)
+    }
+
+    /// The configuration held, if it is in memory and current: no read of the store, so a
+    /// caller on an async task need not go to the blocking pool for it.
+    pub fn held_config_cached(&self) -> Option<HeldConfig> {
+        let generation = self.held.generation.load(Ordering::Acquire);
+        match &*self
+            .held
+            .value
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            Some((g, config)) if *g == generation => Some(config.clone()),
+            _ => None,
+        }
     }
 
     /// Called by the writer after it committed a configuration package.
