@@ -119,15 +119,27 @@ impl Tables<'_> {
             base.created_at_ms = old.created_at_ms;
         }
         let json = encode(&base)?;
-        self.bases
-            .insert(local_ref.as_str(), json.as_slice())
-            .map_err(StoreError::db)?;
         // With no local change waiting for HQ (every customer of a first full download), the
-        // view is HQ's copy as it stands: written from the same bytes, nothing recomputed.
+        // view is HQ's copy as it stands: written from the same bytes, nothing recomputed. The
+        // base is then the view itself, and gets a record of its own only with the customer's
+        // first local change (`Tables::keep_base`); one it has already is kept current.
         if !self.has_unconfirmed(&local_ref)? {
+            if self
+                .bases
+                .get(local_ref.as_str())
+                .map_err(StoreError::db)?
+                .is_some()
+            {
+                self.bases
+                    .insert(local_ref.as_str(), json.as_slice())
+                    .map_err(StoreError::db)?;
+            }
             self.put_view_json(old.as_ref(), &base, &json)?;
             return Ok(local_ref);
         }
+        self.bases
+            .insert(local_ref.as_str(), json.as_slice())
+            .map_err(StoreError::db)?;
         // Local changes HQ has not confirmed still apply on top; if one no longer does (HQ
         // removed what it edits), HQ's copy shows until HQ answers that operation.
         let view = match self.compute_view(&local_ref, None)? {

@@ -227,7 +227,25 @@ impl<'tx> Tables<'tx> {
         Ok(out)
     }
 
-    /// The customer as of its pruned operations, if any were pruned.
+    /// Before a customer's first local change: a customer that came down with job 1010 and
+    /// was never changed here has no base record, its view being its base; the change is about
+    /// to make them differ, so the view is kept as the base.
+    pub fn keep_base(&mut self, view: &CustomerView) -> Result<(), StoreError> {
+        let key = view.customer_ref.as_str();
+        if self.bases.get(key).map_err(StoreError::db)?.is_some() || self.has_unconfirmed(key)? {
+            // It has a base, or it is a local create HQ has not confirmed (no base yet).
+            return Ok(());
+        }
+        self.bases
+            .insert(key, encode(view)?.as_slice())
+            .map_err(StoreError::db)?;
+        Ok(())
+    }
+
+    /// The customer as HQ confirmed it, with the operations HQ confirmed since folded in: the
+    /// base the operations still unconfirmed are applied on. `None` for a local create HQ has
+    /// not confirmed. (A customer with nothing unconfirmed may have no base record: its view
+    /// is its base, see [`Tables::keep_base`].)
     pub fn customer_base(&self, customer_ref: &str) -> Result<Option<CustomerView>, StoreError> {
         match self.bases.get(customer_ref).map_err(StoreError::db)? {
             Some(bytes) => decode(bytes.value()).map(Some),
@@ -359,10 +377,9 @@ impl<'tx> Tables<'tx> {
             .cloned()
             .collect();
         self.change_terms(key, removed, added);
-        if let Some(acc) = &new.account_number {
-            self.accounts
-                .insert(acc.as_str(), key)
-                .map_err(StoreError::db)?;
+        // A customer known here by its account number is found by it without this record.
+        if let Some(acc) = new.account_number.as_deref().filter(|acc| *acc != key) {
+            self.accounts.insert(acc, key).map_err(StoreError::db)?;
         }
         Ok(())
     }

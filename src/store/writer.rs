@@ -519,6 +519,9 @@ impl Tables<'_> {
             }
         };
         // Every check passed: from here on only writes.
+        if let Some(old) = &old_view {
+            self.keep_base(old)?;
+        }
         *next_seq += 1;
         self.insert_op(&op)?;
         self.put_view(old_view.as_ref(), &new_view)?;

@@ -1,0 +1,173 @@
+//! Customers that came down with job 1010 and were never changed here have no base record of
+//! their own (their view is their base, which saves writing every customer of a download
+//! twice). Their first local change must keep that base: the operator's fixes and HQ's refusals
+//! rebuild the view from it. Driven through the real writer on a real redb file.
+
+use outpost::domain::operation::OpError;
+use outpost::domain::{CustomerPatch, NewCustomer, OperationId, Payload};
+use outpost::hq::wire::HqCustomerRecord;
+use outpost::store::cdx::{HeldPackage, HqCopy};
+use outpost::store::hq_sync::{HqOutcome, HqVerdict};
+use outpost::store::writer::{self, MergeOptions, WriterHandle, WriterOptions};
+use outpost::store::{Command, Outcome, Store, StoreOptions, Submission};
+
+const NOW: i64 = 1_700_000_000_000;
+
+fn copy(last_name: &str, email: &str) -> HqCopy {
+    outpost::sync::cdx::copy_from_wire(
+        HqCustomerRecord {
+            account_number: "C000042".into(),
+            origin_store_id: None,
+            origin_customer_ref: None,
+            fields: NewCustomer {
+                first_name: "Õie".into(),
+                last_name: last_name.into(),
+                email: Some(email.into()),
+                phone: None,
+                customer_group: None,
+                language: None,
+            },
+            addresses: Vec::new(),
+            contacts: Vec::new(),
+            affiliations: Vec::new(),
+            attributes: Vec::new(),
+            version: 1,
+        },
+        "S0001",
+        NOW,
+    )
+}
+
+async fn download(w: &WriterHandle, version: u64, copy: HqCopy) {
+    w.execute(Command::ApplyCustomers {
+        package: HeldPackage {
+            version,
+            received_at_ms: NOW,
+            generated_at_ms: NOW,
+            body: serde_json::json!({ "customers": 1 }),
+        },
+        copies: vec![copy],
+    })
+    .await
+    .expect("download applied");
+}
+
+async fn rename(w: &WriterHandle, id: Option<OperationId>, last_name: &str) -> OperationId {
+    let sub = Submission::Change {
+        customer: "C000042".into(),
+        record_id: None,
+        payload: Payload::CustomerEdit(CustomerPatch {
+            last_name: Some(last_name.into()),
+            ..CustomerPatch::default()
+        }),
+    };
+    let command = match id {
+        Some(id) => Command::SubmitAs(id, sub),
+        None => Command::Submit(sub),
+    };
+    match w.execute(command).await.expect("edit accepted") {
+        Outcome::Accepted { operation_id, .. } => operation_id,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn start(dir: &std::path::Path) -> (Store, WriterHandle, std::thread::JoinHandle<()>) {
+    let store = Store::open(&dir.join("outpost.redb"), &StoreOptions::new(4 << 20)).expect("open");
+    let (w, t) = writer::spawn(
+        store.clone(),
+        WriterOptions {
+            store_id: "S0001".into(),
+            queue: 16,
+            group_commit_max: 8,
+            merge: MergeOptions::default(),
+        },
+    )
+    .expect("writer");
+    (store, w, t)
+}
+
+fn view(store: &Store) -> (String, String) {
+    let c = store.customer("C000042").expect("read").expect("customer");
+    (
+        c.view.fields.last_name,
+        c.view.fields.email.unwrap_or_default(),
+    )
+}
+
+/// HQ refuses the first local edit of a downloaded customer; the operator fixes its payload and
+/// re-syncs; HQ confirms; a later download of the same copy changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_of_a_downloaded_customer_can_be_fixed_and_confirmed() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (store, w, t) = start(dir.path());
+    download(&w, 1, copy("Kask", "oie@example.ee")).await;
+    let edit = rename(&w, None, "Tamm!").await;
+    assert_eq!(view(&store).0, "Tamm!");
+
+    w.execute(Command::ApplyOutcomes {
+        outcomes: vec![HqOutcome {
+            id: edit,
+            revision: 0,
+            verdict: HqVerdict::Failed(OpError {
+                code: "validation".into(),
+                message: "last name has a character HQ does not take".into(),
+                field: Some("last_name".into()),
+            }),
+        }],
+        next_cursor: 1,
+        feed_id: 1,
+    })
+    .await
+    .expect("refusal applied");
+    // The operator's fix is applied on the customer as HQ sent it.
+    w.execute(Command::EditPayload {
+        id: edit,
+        record: serde_json::json!({ "last_name": "Tamm" }),
+    })
+    .await
+    .expect("payload fixed");
+    assert_eq!(view(&store), ("Tamm".into(), "oie@example.ee".into()));
+
+    w.execute(Command::Resync { id: edit }).await.expect("re-sync");
+    w.execute(Command::ApplyOutcomes {
+        outcomes: vec![HqOutcome {
+            id: edit,
+            revision: 1,
+            verdict: HqVerdict::Completed {
+                account_number: Some("C000042".into()),
+                conflicts: Vec::new(),
+            },
+        }],
+        next_cursor: 2,
+        feed_id: 1,
+    })
+    .await
+    .expect("confirmed");
+    assert_eq!(view(&store).0, "Tamm");
+    // HQ's next download carries the confirmed name and a new e-mail.
+    download(&w, 2, copy("Tamm", "uus@example.ee")).await;
+    assert_eq!(view(&store), ("Tamm".into(), "uus@example.ee".into()));
+    drop(w);
+    t.join().expect("writer");
+}
+
+/// A real-time edit HQ refuses is forgotten: the customer is again as HQ sent it, and a
+/// download with local changes waiting rebuilds on top of HQ's copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_real_time_edit_of_a_downloaded_customer_leaves_hqs_copy() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (store, w, t) = start(dir.path());
+    download(&w, 1, copy("Kask", "oie@example.ee")).await;
+    let id = OperationId::new_v7(NOW as u64);
+    rename(&w, Some(id), "Mets").await;
+    assert_eq!(view(&store).0, "Mets");
+    w.execute(Command::Discard { id }).await.expect("discarded");
+    assert_eq!(view(&store), ("Kask".into(), "oie@example.ee".into()));
+
+    // A queued edit, then HQ's newer copy: the edit stays on top of the new copy.
+    rename(&w, None, "Saar").await;
+    download(&w, 2, copy("Kask", "uus@example.ee")).await;
+    assert_eq!(view(&store), ("Saar".into(), "uus@example.ee".into()));
+    drop(w);
+    t.join().expect("writer");
+}
