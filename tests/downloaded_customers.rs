@@ -128,7 +128,9 @@ async fn an_edit_of_a_downloaded_customer_can_be_fixed_and_confirmed() {
     .expect("payload fixed");
     assert_eq!(view(&store), ("Tamm".into(), "oie@example.ee".into()));
 
-    w.execute(Command::Resync { id: edit }).await.expect("re-sync");
+    w.execute(Command::Resync { id: edit })
+        .await
+        .expect("re-sync");
     w.execute(Command::ApplyOutcomes {
         outcomes: vec![HqOutcome {
             id: edit,

@@ -111,7 +111,15 @@ impl Tables<'_> {
                 None => copy.account_number.clone(),
             },
         };
-        let old = self.customer(&local_ref)?;
+        // `local_ref` is a key of the customer table by now: no look-up by account number.
+        let old: Option<CustomerView> = match self
+            .customers
+            .get(local_ref.as_str())
+            .map_err(StoreError::db)?
+        {
+            Some(bytes) => Some(decode(bytes.value())?),
+            None => None,
+        };
         let mut base = copy.view.clone();
         base.customer_ref.clone_from(&local_ref);
         base.account_number = Some(copy.account_number.clone());
@@ -123,12 +131,14 @@ impl Tables<'_> {
         // view is HQ's copy as it stands: written from the same bytes, nothing recomputed. The
         // base is then the view itself, and gets a record of its own only with the customer's
         // first local change (`Tables::keep_base`); one it has already is kept current.
-        if !self.has_unconfirmed(&local_ref)? {
-            if self
-                .bases
-                .get(local_ref.as_str())
-                .map_err(StoreError::db)?
-                .is_some()
+        // A customer new to this store has neither operations nor a base record.
+        if old.is_none() || !self.has_unconfirmed(&local_ref)? {
+            if old.is_some()
+                && self
+                    .bases
+                    .get(local_ref.as_str())
+                    .map_err(StoreError::db)?
+                    .is_some()
             {
                 self.bases
                     .insert(local_ref.as_str(), json.as_slice())
