@@ -42,7 +42,7 @@ impl Default for MergeOptions {
     fn default() -> Self {
         MergeOptions {
             start_at_entries: 262_144,
-            chunk_entries: 16_384,
+            chunk_entries: 1_024,
             idle_after: std::time::Duration::from_millis(250),
         }
     }

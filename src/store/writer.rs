@@ -231,8 +231,11 @@ fn run(store: Store, options: WriterOptions, mut rx: mpsc::Receiver<Job>) {
     };
     let mut jobs = Vec::with_capacity(options.group_commit_max);
     let mut reopens = store.reopens();
+    // After a merge failed, merging waits for a quiet spell again instead of retrying at once.
+    let mut merge_failed = false;
     loop {
-        let next = if store.search_log.merge_due(options.merge.start_at_entries) {
+        let owed = !merge_failed && store.search_log.merge_due(options.merge.start_at_entries);
+        let next = if owed {
             // A merge is owed: one chunk between groups, or chunk after chunk while idle.
             match rx.try_recv() {
                 Ok(job) => Next::Job(job),
@@ -255,7 +258,7 @@ fn run(store: Store, options: WriterOptions, mut rx: mpsc::Receiver<Job>) {
         let first = match next {
             Next::Stop => break,
             Next::Idle => {
-                merge_step(&store, &options.merge);
+                merge_failed = !merge_step(&store, &options.merge) && merge_failed_now(&store);
                 continue;
             }
             Next::Job(job) => job,
@@ -290,11 +293,30 @@ fn run(store: Store, options: WriterOptions, mut rx: mpsc::Receiver<Job>) {
                 }
             }
         }
+        merge_failed = false;
         if store.search_log.merge_due(options.merge.start_at_entries) {
             merge_step(&store, &options.merge);
+            // Writes outpacing the merge (large groups, one chunk each): the log's memory is
+            // bounded by merging more before the next group, as long as it is over twice its
+            // threshold.
+            let behind = 2 * options.merge.start_at_entries;
+            for _ in 0..MAX_CATCH_UP_CHUNKS {
+                if store.search_log.entries() <= behind || !merge_step(&store, &options.merge) {
+                    break;
+                }
+            }
         }
     }
 }
+
+/// Whether the search terms log still holds entries after a merge step merged nothing (a
+/// failure, not an empty log).
+fn merge_failed_now(store: &Store) -> bool {
+    store.search_log.entries() > 0
+}
+
+/// Most extra merge chunks between two groups when the search terms log is far behind.
+const MAX_CATCH_UP_CHUNKS: usize = 64;
 
 /// What the writer does next.
 // A short-lived local, moved once: boxing the job would only add an allocation per group.
@@ -307,8 +329,9 @@ enum Next {
 
 /// Merges one chunk of the search terms log into the main index, in a transaction of its own.
 /// The index is derived from records already durable, so chunks commit without waiting for
-/// the disk, but for the last, which also drops the log rows merged.
-fn merge_step(store: &Store, merge: &MergeOptions) {
+/// the disk, but for the last, which also drops the log rows merged. Returns whether a chunk
+/// was merged.
+fn merge_step(store: &Store, merge: &MergeOptions) -> bool {
     let result = (|| {
         let mut tx = store.begin_write()?;
         let Some(step) = store.search_log.merge_chunk(&tx, merge.chunk_entries)? else {
@@ -322,12 +345,16 @@ fn merge_step(store: &Store, merge: &MergeOptions) {
         Ok(Some(step))
     })();
     match result {
-        Ok(Some(step)) => store.search_log.merged(step),
-        Ok(None) => {}
+        Ok(Some(step)) => {
+            store.search_log.merged(step);
+            true
+        }
+        Ok(None) => false,
         Err(e) => {
             store.search_log.abandon_merge();
             tracing::warn!(error = %e, "search terms merge rolled back; the log keeps its rows");
             store.after_write_failure(e);
+            false
         }
     }
 }
