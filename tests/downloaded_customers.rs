@@ -3,9 +3,10 @@
 //! twice). Their first local change must keep that base: the operator's fixes and HQ's refusals
 //! rebuild the view from it. Driven through the real writer on a real redb file.
 
+mod common;
+
 use outpost::domain::operation::OpError;
-use outpost::domain::{CustomerPatch, NewCustomer, OperationId, Payload};
-use outpost::hq::wire::HqCustomerRecord;
+use outpost::domain::{CustomerPatch, OperationId, Payload};
 use outpost::store::cdx::{HeldPackage, HqCopy};
 use outpost::store::hq_sync::{HqOutcome, HqVerdict};
 use outpost::store::writer::{self, MergeOptions, WriterHandle, WriterOptions};
@@ -14,26 +15,10 @@ use outpost::store::{Command, Outcome, Store, StoreOptions, Submission};
 const NOW: i64 = 1_700_000_000_000;
 
 fn copy(last_name: &str, email: &str) -> HqCopy {
-    outpost::sync::cdx::copy_from_wire(
-        HqCustomerRecord {
-            account_number: "C000042".into(),
-            origin_store_id: None,
-            origin_customer_ref: None,
-            fields: NewCustomer {
-                first_name: "Õie".into(),
-                last_name: last_name.into(),
-                email: Some(email.into()),
-                phone: None,
-                customer_group: None,
-                language: None,
-            },
-            addresses: Vec::new(),
-            contacts: Vec::new(),
-            affiliations: Vec::new(),
-            attributes: Vec::new(),
-            version: 1,
-        },
-        "S0001",
+    common::hq_copy(
+        "C000042",
+        None,
+        common::fields("Õie", last_name, email),
         NOW,
     )
 }

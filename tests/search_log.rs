@@ -8,11 +8,12 @@
 //! many times during the run. After every acknowledged write, and at the end, every customer
 //! is searched by its current terms and by the terms it had before.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use outpost::domain::{CustomerPatch, NewCustomer, OperationId, Payload};
-use outpost::hq::wire::HqCustomerRecord;
 use outpost::store::cdx::HeldPackage;
 use outpost::store::hq_sync::{HqOutcome, HqVerdict};
 use outpost::store::writer::{self, MergeOptions, WriterHandle, WriterOptions};
@@ -268,26 +269,10 @@ async fn a_merge_after_a_download_keeps_what_the_download_wrote() {
     .await
     .expect("outcomes applied");
     let now = 1_700_000_000_000;
-    let copy = outpost::sync::cdx::copy_from_wire(
-        HqCustomerRecord {
-            account_number: "C000001".into(),
-            origin_store_id: Some("S0001".into()),
-            origin_customer_ref: Some(r.clone()),
-            fields: NewCustomer {
-                first_name: "Õie".into(),
-                last_name: "Kask".into(),
-                email: Some("oie@example.ee".into()),
-                phone: None,
-                customer_group: None,
-                language: None,
-            },
-            addresses: Vec::new(),
-            contacts: Vec::new(),
-            affiliations: Vec::new(),
-            attributes: Vec::new(),
-            version: 1,
-        },
-        "S0001",
+    let copy = common::hq_copy(
+        "C000001",
+        Some(&r),
+        common::fields("Õie", "Kask", "oie@example.ee"),
         now,
     );
     w.0.execute(Command::ApplyCustomers {

@@ -619,3 +619,40 @@ fn unique() -> u128 {
         .map(|d| d.as_nanos())
         .unwrap_or_default()
 }
+
+/// A customer as HQ's job 1010 brings it down (origin: this store's `S0001`, when `origin_ref`
+/// is given), turned into a copy the way the downloader turns it (`sync::cdx::copy_from_wire`).
+pub fn hq_copy(
+    account: &str,
+    origin_ref: Option<&str>,
+    fields: outpost::domain::NewCustomer,
+    now_ms: i64,
+) -> outpost::store::cdx::HqCopy {
+    outpost::sync::cdx::copy_from_wire(
+        outpost::hq::wire::HqCustomerRecord {
+            account_number: account.into(),
+            origin_store_id: origin_ref.map(|_| "S0001".to_string()),
+            origin_customer_ref: origin_ref.map(str::to_string),
+            fields,
+            addresses: Vec::new(),
+            contacts: Vec::new(),
+            affiliations: Vec::new(),
+            attributes: Vec::new(),
+            version: 1,
+        },
+        "S0001",
+        now_ms,
+    )
+}
+
+/// A customer's own fields: a first and last name and an e-mail, nothing else.
+pub fn fields(first: &str, last: &str, email: &str) -> outpost::domain::NewCustomer {
+    outpost::domain::NewCustomer {
+        first_name: first.into(),
+        last_name: last.into(),
+        email: Some(email.into()),
+        phone: None,
+        customer_group: None,
+        language: None,
+    }
+}
