@@ -127,11 +127,11 @@ impl Tables<'_> {
             base.created_at_ms = old.created_at_ms;
         }
         let json = encode(&base)?;
-        // With no local change waiting for HQ (every customer of a first full download), the
-        // view is HQ's copy as it stands: written from the same bytes, nothing recomputed. The
-        // base is then the view itself, and gets a record of its own only with the customer's
-        // first local change (`Tables::keep_base`); one it has already is kept current.
-        // A customer new to this store has neither operations nor a base record.
+        // With no local change waiting for HQ (every customer of a first full download; one new
+        // to this store has no operations), the view is HQ's copy as it stands: written from
+        // the same bytes, nothing recomputed. The base is then the view itself: it gets a record
+        // of its own only with the customer's first local change (`Tables::keep_base`), and one
+        // it has already is kept current.
         if old.is_none() || !self.has_unconfirmed(&local_ref)? {
             if old.is_some()
                 && self

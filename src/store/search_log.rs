@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use redb::{ReadableTable, WriteTransaction};
+use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::schema::{self, CustomerKeys, TermChange};
 use super::{Store, StoreError};
@@ -365,6 +365,31 @@ impl SearchLog {
             }
         }
     }
+}
+
+/// Appends the term changes of a group to the log, in `tx`, under the next log keys (counted in
+/// `meta`). Returns the last key written, `None` when there was nothing to write.
+pub(crate) fn append(
+    tx: &WriteTransaction,
+    meta: &mut Table<'_, &'static str, u64>,
+    changes: &[TermChange],
+) -> Result<Option<u64>, StoreError> {
+    if changes.is_empty() {
+        return Ok(None);
+    }
+    let mut key = meta
+        .get(schema::NEXT_SEARCH_LOG)
+        .map_err(StoreError::db)?
+        .map_or(1, |g| g.value());
+    let mut log = tx.open_table(schema::SEARCH_LOG).map_err(StoreError::db)?;
+    for change in changes {
+        log.insert(key, schema::encode_term_change(change)?.as_slice())
+            .map_err(StoreError::db)?;
+        key += 1;
+    }
+    meta.insert(schema::NEXT_SEARCH_LOG, key)
+        .map_err(StoreError::db)?;
+    Ok(Some(key - 1))
 }
 
 /// How far one committed merge chunk came.

@@ -258,7 +258,9 @@ fn run(store: Store, options: WriterOptions, mut rx: mpsc::Receiver<Job>) {
         let first = match next {
             Next::Stop => break,
             Next::Idle => {
-                merge_failed = !merge_step(&store, &options.merge) && merge_failed_now(&store);
+                // Nothing merged while the log holds entries: the merge failed.
+                merge_failed =
+                    !merge_step(&store, &options.merge) && store.search_log.entries() > 0;
                 continue;
             }
             Next::Job(job) => job,
@@ -307,12 +309,6 @@ fn run(store: Store, options: WriterOptions, mut rx: mpsc::Receiver<Job>) {
             }
         }
     }
-}
-
-/// Whether the search terms log still holds entries after a merge step merged nothing (a
-/// failure, not an empty log).
-fn merge_failed_now(store: &Store) -> bool {
-    store.search_log.entries() > 0
 }
 
 /// Most extra merge chunks between two groups when the search terms log is far behind.
@@ -414,25 +410,7 @@ pub(crate) fn commit_group(
             .insert(schema::NEXT_SEQ, next_seq)
             .map_err(StoreError::db)?;
         let changes = t.take_term_changes();
-        let last_log_key = if changes.is_empty() {
-            None
-        } else {
-            let mut key = t
-                .meta
-                .get(schema::NEXT_SEARCH_LOG)
-                .map_err(StoreError::db)?
-                .map_or(1, |g| g.value());
-            let mut log = tx.open_table(schema::SEARCH_LOG).map_err(StoreError::db)?;
-            for change in &changes {
-                log.insert(key, schema::encode_term_change(change)?.as_slice())
-                    .map_err(StoreError::db)?;
-                key += 1;
-            }
-            t.meta
-                .insert(schema::NEXT_SEARCH_LOG, key)
-                .map_err(StoreError::db)?;
-            Some(key - 1)
-        };
+        let last_log_key = super::search_log::append(&tx, &mut t.meta, &changes)?;
         (results, changes, last_log_key)
     };
     let (results, changes, last_log_key) = results;
