@@ -61,7 +61,10 @@ async fn stalled_clients_do_not_keep_a_till_waiting_and_are_closed_after_the_hea
     const STALLERS: usize = 200;
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
-    config.limits.header_read_timeout_ms = 1_000;
+    // Long enough that all the stallers are open at once even on a loaded machine (opening 200
+    // connections one after another once took longer than a 1 s timeout, which closed the
+    // first ones before the last were counted).
+    config.limits.header_read_timeout_ms = 5_000;
     let node = start_node_with(config).await;
     let addr = node.local_addr();
     let mut stallers = Vec::with_capacity(STALLERS);

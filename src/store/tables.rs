@@ -292,6 +292,9 @@ impl<'tx> Tables<'tx> {
                 let _ = base.apply(op);
                 Some(base)
             }
+            // A confirmed create with nothing after it unconfirmed: the view is the base, and
+            // needs no record of its own until the next local change (`Tables::keep_base`).
+            None if !self.has_unconfirmed(&op.customer_ref)? => None,
             None => CustomerView::created_by(op),
         };
         if let Some(mut base) = base {
