@@ -1,7 +1,8 @@
-//! Customers that came down with job 1010 and were never changed here have no base record of
-//! their own (their view is their base, which saves writing every customer of a download
-//! twice). Their first local change must keep that base: the operator's fixes and HQ's refusals
-//! rebuild the view from it. Driven through the real writer on a real redb file.
+//! Customers whose view is their base keep no base record: those that came down with job 1010
+//! and were never changed here, and local creates HQ confirmed with nothing after them (it
+//! saves writing every customer of a download, and every confirmed create, twice). Their first
+//! local change must keep that base: the operator's fixes and HQ's refusals rebuild the view
+//! from it. Driven through the real writer on a real redb file.
 
 mod common;
 
@@ -155,6 +156,79 @@ async fn a_refused_real_time_edit_of_a_downloaded_customer_leaves_hqs_copy() {
     rename(&w, None, "Saar").await;
     download(&w, 2, copy("Kask", "uus@example.ee")).await;
     assert_eq!(view(&store), ("Saar".into(), "uus@example.ee".into()));
+    drop(w);
+    t.join().expect("writer");
+}
+
+/// A customer created here and confirmed by HQ, with nothing after it, keeps no base record
+/// either: its first edit keeps the view as the base, so an operator's fix of that edit is
+/// applied on the customer as HQ confirmed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_of_a_confirmed_local_create_can_be_fixed() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (store, w, t) = start(dir.path());
+    let (customer_ref, created) = match w
+        .execute(Command::Submit(Submission::NewCustomer(common::fields(
+            "Õie",
+            "Kask",
+            "oie@example.ee",
+        ))))
+        .await
+        .expect("create accepted")
+    {
+        Outcome::Accepted {
+            customer_ref,
+            operation_id,
+            ..
+        } => (customer_ref, operation_id),
+        other => panic!("unexpected {other:?}"),
+    };
+    let verdict = |id, revision, verdict| HqOutcome {
+        id,
+        revision,
+        verdict,
+    };
+    let completed = || HqVerdict::Completed {
+        account_number: Some("C000042".into()),
+        conflicts: Vec::new(),
+    };
+    w.execute(Command::ApplyOutcomes {
+        outcomes: vec![verdict(created, 0, completed())],
+        next_cursor: 1,
+        feed_id: 1,
+    })
+    .await
+    .expect("create confirmed");
+    // Found by its account number now, as the other tests address it.
+    assert_eq!(view(&store).0, "Kask");
+    let edit = rename(&w, None, "Tamm!").await;
+    w.execute(Command::ApplyOutcomes {
+        outcomes: vec![verdict(
+            edit,
+            0,
+            HqVerdict::Failed(OpError {
+                code: "validation".into(),
+                message: "last name has a character HQ does not take".into(),
+                field: Some("last_name".into()),
+            }),
+        )],
+        next_cursor: 2,
+        feed_id: 1,
+    })
+    .await
+    .expect("refusal applied");
+    w.execute(Command::EditPayload {
+        id: edit,
+        record: serde_json::json!({ "last_name": "Tamm" }),
+    })
+    .await
+    .expect("payload fixed");
+    let read = store
+        .customer(&customer_ref)
+        .expect("read")
+        .expect("customer");
+    assert_eq!(read.view.fields.last_name, "Tamm");
+    assert_eq!(read.view.account_number.as_deref(), Some("C000042"));
     drop(w);
     t.join().expect("writer");
 }
