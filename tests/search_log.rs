@@ -10,14 +10,15 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use outpost::domain::search;
 use outpost::domain::{CustomerPatch, NewCustomer, OperationId, Payload};
 use outpost::store::cdx::HeldPackage;
 use outpost::store::hq_sync::{HqOutcome, HqVerdict};
 use outpost::store::writer::{self, MergeOptions, WriterHandle, WriterOptions};
-use outpost::store::{Command, Outcome, Store, StoreOptions, Submission};
+use outpost::store::{Command, Outcome, Store, StoreOptions, Submission, schema};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -83,6 +84,35 @@ fn check_all(store: &Store, model: &BTreeMap<String, Model>, when: &str) {
             );
         }
     }
+}
+
+/// With the log merged, the main index holds exactly every customer's current terms: none
+/// missing, and none left over from a term a customer lost (searches skip those, so only the
+/// index itself shows them). Consumes the store: the file is read on its own.
+fn assert_index_exact(store: Store, path: &std::path::Path, customers: &[String], when: &str) {
+    assert_eq!(store.search_log_entries(), 0, "{when}: log not merged");
+    let mut want = BTreeSet::new();
+    for r in customers {
+        let view = store.customer(r).expect("read").expect("customer").view;
+        want.extend(search::terms(&view).into_iter().map(|t| (t, r.clone())));
+    }
+    drop(store);
+    use redb::{ReadableDatabase, ReadableTable};
+    let db = redb::Database::open(path).expect("open the file");
+    let tx = db.begin_read().expect("read");
+    let index = tx.open_table(schema::SEARCH).expect("index");
+    let mut have = BTreeSet::new();
+    for row in index.iter().expect("iter") {
+        let (k, _) = row.expect("row");
+        let (term, customer) = k.value();
+        have.insert((term.to_string(), customer.to_string()));
+    }
+    let missing: Vec<_> = want.difference(&have).take(5).collect();
+    let left_over: Vec<_> = have.difference(&want).take(5).collect();
+    assert!(
+        missing.is_empty() && left_over.is_empty(),
+        "{when}: index missing {missing:?}, left over {left_over:?}"
+    );
 }
 
 fn word(rng: &mut StdRng) -> String {
@@ -216,6 +246,8 @@ async fn run_seed(seed: u64) {
     }
     check_all(&store, &model, &format!("seed {seed} merged"));
     stop(w);
+    let customers: Vec<String> = model.keys().cloned().collect();
+    assert_index_exact(store, &path, &customers, &format!("seed {seed}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,5 +344,11 @@ async fn a_merge_after_a_download_keeps_what_the_download_wrote() {
     assert!(
         !refs(&store, "tamm").contains(&r),
         "found by a name it lost"
+    );
+    assert_index_exact(
+        store,
+        &dir.path().join("outpost.redb"),
+        &[r],
+        "after the download",
     );
 }

@@ -14,10 +14,15 @@
 //! - A reader takes its candidates from memory *before* it opens its read transaction, and the
 //!   writer publishes new entries after their commit and drops merged ones only after the
 //!   merge committed: an acknowledged term is in memory, or in the reader's snapshot, or both.
-//! - A merge writes what the customer's key record says *now* (inserts a term it has, removes
-//!   one it has not), so merging twice, or after a 1010 download wrote the main index
-//!   directly, still leaves the index right. A crash mid-merge loses nothing: the log rows go
-//!   only with the merge's last chunk, and the log is read back into memory at open.
+//! - A merge applies each (term, customer)'s entries oldest first, so the newest says whether
+//!   the customer has the term: while the log holds every change of the index since the last
+//!   merge, that is the truth, and the merge writes it without a look-up. When anything else
+//!   wrote the index meanwhile (a 1010 download writes it directly), or the log's order may be
+//!   lost (read back at open, a merge abandoned), the entries then in the log are merged
+//!   against the customer's key record as it is *now* (a term it has goes in, one it has not
+//!   comes out): merging twice, or after a download, still leaves the index right.
+//! - A crash mid-merge loses nothing: the log rows go only with the merge's last chunk, and
+//!   the log is read back into memory at open.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -141,6 +146,8 @@ struct Frozen {
     merged: Vec<usize>,
     /// The highest log key of the rows taken.
     last_key: u64,
+    /// The highest log key merged before: the rows taken are all above it.
+    after_key: u64,
 }
 
 impl Frozen {
@@ -174,6 +181,11 @@ struct State {
     active: Runs,
     /// The highest log key published.
     last_key: u64,
+    /// The highest log key of a finished merge.
+    merged_through: u64,
+    /// Entries of rows up to this log key are merged against the customers' key records (see
+    /// the module's notes): the index was written by something else after they were logged.
+    verify_through: u64,
     frozen: Option<Frozen>,
 }
 
@@ -256,6 +268,13 @@ impl SearchLog {
         state.last_key = state.last_key.max(last_key);
     }
 
+    /// After the commit of a transaction that wrote the main index directly (a 1010 download):
+    /// the entries in the log now are older than what it wrote.
+    pub(crate) fn index_written(&self) {
+        let mut state = self.write();
+        state.verify_through = state.last_key;
+    }
+
     /// Reads the whole log back from the store (at open, and after the store was reopened).
     pub(crate) fn load(&self, tx: &redb::ReadTransaction) -> Result<(), StoreError> {
         let table = tx.open_table(schema::SEARCH_LOG).map_err(StoreError::db)?;
@@ -266,6 +285,8 @@ impl SearchLog {
             changes.push(schema::decode_term_change(bytes.value())?);
             fresh.last_key = key.value();
         }
+        // What else wrote the index before the log was read is not known.
+        fresh.verify_through = fresh.last_key;
         fresh.active.push_batch(entries_of(changes));
         *self.write() = fresh;
         Ok(())
@@ -286,11 +307,12 @@ impl SearchLog {
                     return Ok(None);
                 }
                 let runs = std::mem::take(&mut state.active).runs;
-                let last_key = state.last_key;
+                let (last_key, after_key) = (state.last_key, state.merged_through);
                 state.frozen = Some(Frozen {
                     merged: vec![0; runs.len()],
                     runs,
                     last_key,
+                    after_key,
                 });
             }
         }
@@ -304,24 +326,34 @@ impl SearchLog {
         let keys = tx
             .open_table(schema::CUSTOMER_KEYS)
             .map_err(StoreError::db)?;
+        let verify = state.verify_through > frozen.after_key;
         // Each customer's key record as it is now, read once per chunk.
         let mut current: HashMap<&str, Option<Vec<u8>>> = HashMap::new();
-        for Entry { term, customer, .. } in chunk {
-            let record = match current.get(&**customer) {
-                Some(r) => r,
-                None => {
-                    let r = keys
-                        .get(&**customer)
-                        .map_err(StoreError::db)?
-                        .map(|g| g.value().to_vec());
-                    current.entry(customer).or_insert(r)
+        for Entry {
+            term,
+            customer,
+            added,
+        } in chunk
+        {
+            let has = if verify {
+                let record = match current.get(&**customer) {
+                    Some(r) => r,
+                    None => {
+                        let r = keys
+                            .get(&**customer)
+                            .map_err(StoreError::db)?
+                            .map(|g| g.value().to_vec());
+                        current.entry(customer).or_insert(r)
+                    }
+                };
+                match record {
+                    Some(bytes) => CustomerKeys::parse(bytes)?
+                        .terms()
+                        .any(|t| t == term.as_bytes()),
+                    None => false,
                 }
-            };
-            let has = match record {
-                Some(bytes) => CustomerKeys::parse(bytes)?
-                    .terms()
-                    .any(|t| t == term.as_bytes()),
-                None => false,
+            } else {
+                *added
             };
             let key = (&**term, &**customer);
             if has {
@@ -346,7 +378,9 @@ impl SearchLog {
     pub(crate) fn merged(&self, step: MergeStep) {
         let mut state = self.write();
         if step.last {
-            state.frozen = None;
+            if let Some(f) = state.frozen.take() {
+                state.merged_through = f.last_key;
+            }
         } else if let Some(f) = &mut state.frozen {
             f.merged = step.end;
         }
@@ -356,6 +390,9 @@ impl SearchLog {
     pub(crate) fn abandon_merge(&self) {
         let mut state = self.write();
         if let Some(f) = state.frozen.take() {
+            // Put back behind newer entries, they lose their order: all the log holds now is
+            // merged against the key records.
+            state.verify_through = state.last_key;
             // Entries not merged go back (the rows are still in the log); merged ones are in
             // the main index already.
             for (run, merged) in f.runs.into_iter().zip(f.merged) {

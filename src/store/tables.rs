@@ -26,6 +26,8 @@ pub(crate) struct Tables<'tx> {
     /// Search index writes held back to be applied in key order (bulk applies): (term,
     /// customer reference, insert or remove), in the order they were made.
     deferred_terms: Option<Vec<(String, String, bool)>>,
+    /// Whether this transaction wrote the main search index itself (not through the log).
+    pub wrote_index: bool,
     /// Term changes of this transaction that go to the search terms log (every write but a
     /// bulk apply), in the order they were made.
     term_changes: Vec<schema::TermChange>,
@@ -54,6 +56,7 @@ impl<'tx> Tables<'tx> {
                 .map_err(StoreError::db)?,
             cdx_jobs: tx.open_table(schema::CDX_JOBS).map_err(StoreError::db)?,
             deferred_terms: None,
+            wrote_index: false,
             term_changes: Vec::new(),
         })
     }
@@ -78,6 +81,7 @@ impl<'tx> Tables<'tx> {
         };
         // Stable: writes of the same key keep their order, so the last one wins.
         writes.sort_by(|a, b| (a.0.as_str(), a.1.as_str()).cmp(&(b.0.as_str(), b.1.as_str())));
+        self.wrote_index |= !writes.is_empty();
         for (term, key, insert) in &writes {
             let k = (term.as_str(), key.as_str());
             if *insert {

@@ -411,13 +411,17 @@ pub(crate) fn commit_group(
             .map_err(StoreError::db)?;
         let changes = t.take_term_changes();
         let last_log_key = super::search_log::append(&tx, &mut t.meta, &changes)?;
-        (results, changes, last_log_key)
+        (results, changes, last_log_key, t.wrote_index)
     };
-    let (results, changes, last_log_key) = results;
+    let (results, changes, last_log_key, wrote_index) = results;
     tx.commit().map_err(StoreError::db)?;
     if let Some(last) = last_log_key {
         // After the commit, before any caller hears of it: an acknowledged write is found.
         store.search_log.publish(changes, last);
+    }
+    if wrote_index {
+        // After the publish: this group's own log rows, made before its direct writes, count.
+        store.search_log.index_written();
     }
     if commands
         .iter()
