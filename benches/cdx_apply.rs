@@ -20,8 +20,8 @@ fn main() {
     let total = common::scaled(1_000_000, 10_000);
     let dir = common::scratch_dir();
     let store = common::open_store(&dir.path().join("bench.redb"));
-    let (writer, thread) = common::start_writer(&store, 512);
     let rt = common::runtime();
+    let (writer, thread) = common::start_writer(&store, 512, &rt);
     let now = outpost::store::now_ms();
     let copies: Vec<_> = (0..total).map(|i| common::hq_copy(i, now)).collect();
     let elapsed = rt.block_on(async {

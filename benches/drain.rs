@@ -21,8 +21,8 @@ fn main() {
     let total = common::scaled(100_000, 2_000) / 64 * 64;
     let dir = common::scratch_dir();
     let store = common::open_store(&dir.path().join("bench.redb"));
-    let (writer, thread) = common::start_writer(&store, 512);
     let rt = common::runtime();
+    let (writer, thread) = common::start_writer(&store, 512, &rt);
     let (elapsed, config) = rt.block_on(async {
         let hq = HqEmulator::start(HqEmulatorConfig {
             sync_interval: Some(Duration::from_millis(20)),

@@ -31,8 +31,8 @@ fn node_with(total: usize, group_commit_max: usize, quick_repair: bool) -> f64 {
         },
     )
     .expect("open store");
-    let (writer, thread) = common::start_writer(&store, group_commit_max);
     let rt = common::runtime();
+    let (writer, thread) = common::start_writer(&store, group_commit_max, &rt);
     let elapsed = rt.block_on(common::enqueue(&writer, 0, total, SUBMITTERS));
     drop(writer);
     thread.join().expect("writer thread");

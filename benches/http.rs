@@ -31,10 +31,10 @@ fn main() {
     let warmup = Duration::from_secs(1);
     let dir = common::scratch_dir();
     let store = common::open_store(&dir.path().join("bench.redb"));
-    let (writer, thread) = common::start_writer(&store, 512);
     // The server has the node's runtime; the load generator its own single thread, like wrk
     // in its own process.
     let server_rt = common::runtime();
+    let (writer, thread) = common::start_writer(&store, 512, &server_rt);
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()

@@ -93,8 +93,8 @@ fn summary(lat: &mut [Vec<Duration>]) -> (f64, f64, String) {
 
 fn build(path: &Path, lite_path: &Path, cached: usize, local: usize) {
     let store = open(path, false);
-    let (writer, thread) = common::start_writer(&store, 512);
     let rt = common::runtime();
+    let (writer, thread) = common::start_writer(&store, 512, &rt);
     let start = Instant::now();
     rt.block_on(async {
         common::hold_async_config(&writer).await;
@@ -141,8 +141,8 @@ fn child_serve(path: &Path) {
     outpost::process::cap_malloc_arenas();
     let (cached, local) = sizes();
     let store = open(path, false);
-    let (writer, thread) = common::start_writer(&store, 512);
     let rt = common::runtime();
+    let (writer, thread) = common::start_writer(&store, 512, &rt);
     let server = rt.block_on(Server::start(store.clone(), writer.clone()));
     eprintln!("P7 child, serving: {}", common::rss_line());
     let n = common::scaled(30_000, 5_000);
@@ -220,8 +220,8 @@ fn child_open(path: &Path, quick_repair: bool) {
     let started = Instant::now();
     let store = open(path, quick_repair);
     let opened = started.elapsed();
-    let (writer, thread) = common::start_writer(&store, 512);
     let rt = common::runtime();
+    let (writer, thread) = common::start_writer(&store, 512, &rt);
     let server = rt.block_on(Server::start(store.clone(), writer.clone()));
     let addr = server.addr;
     rt.block_on(async {
@@ -248,8 +248,8 @@ fn child_open(path: &Path, quick_repair: bool) {
 /// Child: write creates until killed.
 fn child_write(path: &Path, quick_repair: bool) {
     let store = open(path, quick_repair);
-    let (writer, _thread) = common::start_writer(&store, 512);
     let rt = common::runtime();
+    let (writer, _thread) = common::start_writer(&store, 512, &rt);
     rt.block_on(async {
         let mut offset = 50_000_000;
         loop {

@@ -97,6 +97,7 @@ impl Node {
                 queue: config.limits.write_queue,
                 group_commit_max: config.limits.group_commit_max,
                 merge: config.store.merge(),
+                replies_on: Some(tokio::runtime::Handle::current()),
             },
         )
         .map_err(|e| NodeError::Runtime(e.to_string()))?;

@@ -66,6 +66,7 @@ fn start(dir: &std::path::Path) -> (Store, WriterHandle, std::thread::JoinHandle
             queue: 16,
             group_commit_max: 8,
             merge: MergeOptions::default(),
+            replies_on: Some(tokio::runtime::Handle::current()),
         },
     )
     .expect("writer");

@@ -45,6 +45,7 @@ fn start(store: &Store, merge: MergeOptions) -> (WriterHandle, std::thread::Join
             queue: 64,
             group_commit_max: 16,
             merge,
+            replies_on: Some(tokio::runtime::Handle::current()),
         },
     )
     .expect("spawn writer")

@@ -354,6 +354,7 @@ pub fn open_store(path: &Path) -> Store {
 pub fn start_writer(
     store: &Store,
     group_commit_max: usize,
+    rt: &tokio::runtime::Runtime,
 ) -> (WriterHandle, std::thread::JoinHandle<()>) {
     writer::spawn(
         store.clone(),
@@ -362,6 +363,7 @@ pub fn start_writer(
             queue: 4096,
             group_commit_max,
             merge: writer::MergeOptions::default(),
+            replies_on: Some(rt.handle().clone()),
         },
     )
     .expect("writer")
