@@ -6,7 +6,8 @@
 //! A seeded model: random creates and name / e-mail edits through the real writer on a real
 //! redb file, with merge thresholds small enough that merges start, run in chunks and finish
 //! many times during the run. After every acknowledged write, and at the end, every customer
-//! is searched by its current terms and by the terms it had before.
+//! is searched by its current terms and by the terms it had before; once all is merged, the
+//! main index itself holds exactly the customers' current terms.
 
 mod common;
 
