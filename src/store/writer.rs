@@ -185,7 +185,7 @@ pub struct WriterOptions {
     pub merge: MergeOptions,
     /// The runtime of the callers, where a task hands out each group's replies; `None`: the
     /// writer thread sends them. A wake from outside the runtime costs it a system call per
-    /// caller (a quarter of the writer's time in P2); from a task on it, one per group.
+    /// caller (up to a quarter of the writer's time in P2); from a task on it, one per group.
     pub replies_on: Option<tokio::runtime::Handle>,
 }
 
@@ -219,10 +219,7 @@ pub fn spawn(
         let (tx, mut rx) = mpsc::channel::<Vec<Reply>>(REPLY_BATCHES);
         rt.spawn(async move {
             while let Some(batch) = rx.recv().await {
-                for (reply, result) in batch {
-                    // A caller that went away (timeout) still had its write committed.
-                    let _ = reply.send(result);
-                }
+                deliver(batch);
             }
         });
         tx
@@ -252,6 +249,11 @@ fn send_replies(task: Option<&mpsc::Sender<Vec<Reply>>>, batch: Vec<Reply>) {
         },
         None => batch,
     };
+    deliver(batch);
+}
+
+/// Sends each caller of a group its reply.
+fn deliver(batch: Vec<Reply>) {
     for (reply, result) in batch {
         // A caller that went away (timeout) still had its write committed.
         let _ = reply.send(result);
