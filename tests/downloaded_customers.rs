@@ -57,6 +57,50 @@ async fn rename(w: &WriterHandle, id: Option<OperationId>, last_name: &str) -> O
     }
 }
 
+/// HQ's verdict on one operation, as the outcome puller applies it.
+async fn apply_outcome(
+    w: &WriterHandle,
+    id: OperationId,
+    revision: u32,
+    verdict: HqVerdict,
+    next_cursor: u64,
+) {
+    w.execute(Command::ApplyOutcomes {
+        outcomes: vec![HqOutcome {
+            id,
+            revision,
+            verdict,
+        }],
+        next_cursor,
+        feed_id: 1,
+    })
+    .await
+    .expect("outcome applied");
+}
+
+/// HQ refuses the rename `edit` ("Tamm!"), and the operator fixes its last name to "Tamm".
+async fn refuse_then_fix(w: &WriterHandle, edit: OperationId, next_cursor: u64) {
+    let refusal = HqVerdict::Failed(OpError {
+        code: "validation".into(),
+        message: "last name has a character HQ does not take".into(),
+        field: Some("last_name".into()),
+    });
+    apply_outcome(w, edit, 0, refusal, next_cursor).await;
+    w.execute(Command::EditPayload {
+        id: edit,
+        record: serde_json::json!({ "last_name": "Tamm" }),
+    })
+    .await
+    .expect("payload fixed");
+}
+
+fn completed() -> HqVerdict {
+    HqVerdict::Completed {
+        account_number: Some("C000042".into()),
+        conflicts: Vec::new(),
+    }
+}
+
 fn start(dir: &std::path::Path) -> (Store, WriterHandle, std::thread::JoinHandle<()>) {
     let store = Store::open(&dir.join("outpost.redb"), &StoreOptions::new(4 << 20)).expect("open");
     let (w, t) = writer::spawn(
@@ -91,47 +135,14 @@ async fn an_edit_of_a_downloaded_customer_can_be_fixed_and_confirmed() {
     let edit = rename(&w, None, "Tamm!").await;
     assert_eq!(view(&store).0, "Tamm!");
 
-    w.execute(Command::ApplyOutcomes {
-        outcomes: vec![HqOutcome {
-            id: edit,
-            revision: 0,
-            verdict: HqVerdict::Failed(OpError {
-                code: "validation".into(),
-                message: "last name has a character HQ does not take".into(),
-                field: Some("last_name".into()),
-            }),
-        }],
-        next_cursor: 1,
-        feed_id: 1,
-    })
-    .await
-    .expect("refusal applied");
     // The operator's fix is applied on the customer as HQ sent it.
-    w.execute(Command::EditPayload {
-        id: edit,
-        record: serde_json::json!({ "last_name": "Tamm" }),
-    })
-    .await
-    .expect("payload fixed");
+    refuse_then_fix(&w, edit, 1).await;
     assert_eq!(view(&store), ("Tamm".into(), "oie@example.ee".into()));
 
     w.execute(Command::Resync { id: edit })
         .await
         .expect("re-sync");
-    w.execute(Command::ApplyOutcomes {
-        outcomes: vec![HqOutcome {
-            id: edit,
-            revision: 1,
-            verdict: HqVerdict::Completed {
-                account_number: Some("C000042".into()),
-                conflicts: Vec::new(),
-            },
-        }],
-        next_cursor: 2,
-        feed_id: 1,
-    })
-    .await
-    .expect("confirmed");
+    apply_outcome(&w, edit, 1, completed(), 2).await;
     assert_eq!(view(&store).0, "Tamm");
     // HQ's next download carries the confirmed name and a new e-mail.
     download(&w, 2, copy("Tamm", "uus@example.ee")).await;
@@ -184,46 +195,11 @@ async fn an_edit_of_a_confirmed_local_create_can_be_fixed() {
         } => (customer_ref, operation_id),
         other => panic!("unexpected {other:?}"),
     };
-    let verdict = |id, revision, verdict| HqOutcome {
-        id,
-        revision,
-        verdict,
-    };
-    let completed = || HqVerdict::Completed {
-        account_number: Some("C000042".into()),
-        conflicts: Vec::new(),
-    };
-    w.execute(Command::ApplyOutcomes {
-        outcomes: vec![verdict(created, 0, completed())],
-        next_cursor: 1,
-        feed_id: 1,
-    })
-    .await
-    .expect("create confirmed");
+    apply_outcome(&w, created, 0, completed(), 1).await;
     // Found by its account number now, as the other tests address it.
     assert_eq!(view(&store).0, "Kask");
     let edit = rename(&w, None, "Tamm!").await;
-    w.execute(Command::ApplyOutcomes {
-        outcomes: vec![verdict(
-            edit,
-            0,
-            HqVerdict::Failed(OpError {
-                code: "validation".into(),
-                message: "last name has a character HQ does not take".into(),
-                field: Some("last_name".into()),
-            }),
-        )],
-        next_cursor: 2,
-        feed_id: 1,
-    })
-    .await
-    .expect("refusal applied");
-    w.execute(Command::EditPayload {
-        id: edit,
-        record: serde_json::json!({ "last_name": "Tamm" }),
-    })
-    .await
-    .expect("payload fixed");
+    refuse_then_fix(&w, edit, 2).await;
     let read = store
         .customer(&customer_ref)
         .expect("read")
