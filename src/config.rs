@@ -170,6 +170,10 @@ pub struct Limits {
     pub write_queue: usize,
     /// Most writes committed in one transaction (group commit).
     pub group_commit_max: usize,
+    /// Longest a busy writer waits for the callers it just answered to send again before it
+    /// commits a group without them, microseconds (0: never waits; a writer that was idle
+    /// never waits).
+    pub group_commit_wait_us: u64,
     /// Whole-request timeout, milliseconds.
     pub request_timeout_ms: u64,
     /// Most concurrent requests served at once.
@@ -189,6 +193,7 @@ impl Default for Limits {
             body_bytes: 64 * 1024,
             write_queue: 4_096,
             group_commit_max: 512,
+            group_commit_wait_us: 500,
             request_timeout_ms: 10_000,
             max_concurrent_requests: 1_024,
             max_page: 500,
@@ -428,6 +433,12 @@ impl Config {
             return Err(invalid(
                 "upload.retry_max_ms",
                 "must be at least upload.retry_initial_ms",
+            ));
+        }
+        if self.limits.group_commit_wait_us > 10_000 {
+            return Err(invalid(
+                "limits.group_commit_wait_us",
+                "must be at most 10000 (10 ms): every write of a busy node may wait this long",
             ));
         }
         if self.limits.max_page == 0 || self.limits.max_page > 10_000 {

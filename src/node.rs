@@ -97,6 +97,7 @@ impl Node {
                 queue: config.limits.write_queue,
                 group_commit_max: config.limits.group_commit_max,
                 merge: config.store.merge(),
+                group_wait: std::time::Duration::from_micros(config.limits.group_commit_wait_us),
                 replies_on: Some(tokio::runtime::Handle::current()),
             },
         )
@@ -127,7 +128,7 @@ impl Node {
             config.node.store_id.clone(),
             sync.in_flight.clone(),
         );
-        let app = api::router(AppState {
+        let app = api::router(AppState::new(api::Services {
             store: store.clone(),
             writer,
             limits: config.limits.clone(),
@@ -141,7 +142,7 @@ impl Node {
             runtime: api::diag::NodeRuntime::starting_now(config.store_path()),
             auth: tokens,
             metrics: metrics.clone(),
-        });
+        }));
         let limits = &config.limits;
         let header_read_timeout = Duration::from_millis(limits.header_read_timeout_ms);
         let options = api::serve::ServeOptions {

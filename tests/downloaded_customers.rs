@@ -110,6 +110,7 @@ fn start(dir: &std::path::Path) -> (Store, WriterHandle, std::thread::JoinHandle
             queue: 16,
             group_commit_max: 8,
             merge: MergeOptions::default(),
+            group_wait: std::time::Duration::from_micros(500),
             replies_on: Some(tokio::runtime::Handle::current()),
         },
     )

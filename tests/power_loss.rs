@@ -398,6 +398,7 @@ fn spawn_writer(
                 chunk_entries: [1usize, 16, 1024][rng.gen_range(0..3)],
                 idle_after: std::time::Duration::from_millis(rng.gen_range(0..5)),
             },
+            group_wait: std::time::Duration::ZERO,
             replies_on: None,
         },
     )

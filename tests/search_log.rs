@@ -46,6 +46,7 @@ fn start(store: &Store, merge: MergeOptions) -> (WriterHandle, std::thread::Join
             queue: 64,
             group_commit_max: 16,
             merge,
+            group_wait: std::time::Duration::from_micros(500),
             replies_on: Some(tokio::runtime::Handle::current()),
         },
     )

@@ -171,6 +171,7 @@ impl Sim {
                 queue: 16,
                 group_commit_max: 1,
                 merge: writer::MergeOptions::default(),
+                group_wait: std::time::Duration::ZERO,
                 replies_on: None,
             },
         )

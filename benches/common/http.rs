@@ -90,7 +90,7 @@ impl Server {
             config.node.store_id.clone(),
             sync.in_flight.clone(),
         );
-        let state = AppState {
+        let state = AppState::new(api::Services {
             store,
             writer,
             limits: config.limits.clone(),
@@ -106,7 +106,7 @@ impl Server {
             ),
             metrics: outpost::telemetry::metrics::Metrics::new(),
             runtime: outpost::api::diag::NodeRuntime::starting_now(config.store_path()),
-        };
+        });
         let app = Router::new()
             .route(NOOP_PATH, post(noop))
             .with_state(state.clone())

@@ -350,6 +350,12 @@ pub fn open_store(path: &Path) -> Store {
     Store::open(path, &options).expect("open store")
 }
 
+/// The node's default `limits.group_commit_wait_us`: the benches' writers, and the SQLite
+/// baseline's, wait as the node does.
+pub fn group_wait() -> Duration {
+    Duration::from_micros(outpost::config::Limits::default().group_commit_wait_us)
+}
+
 /// Starts a writer on `store`.
 pub fn start_writer(
     store: &Store,
@@ -363,6 +369,7 @@ pub fn start_writer(
             queue: 4096,
             group_commit_max,
             merge: writer::MergeOptions::default(),
+            group_wait: group_wait(),
             replies_on: Some(rt.handle().clone()),
         },
     )

@@ -9,6 +9,7 @@ use outpost::domain::search;
 use outpost::domain::view::{CustomerView, SyncState};
 use outpost::domain::{NewCustomer, OpState, Operation, OperationId, Payload};
 use outpost::store::cdx::HqCopy;
+use outpost::store::gather::{Gather, GatherSignal};
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
@@ -129,24 +130,40 @@ struct Job {
 #[derive(Clone)]
 pub struct Queue {
     tx: mpsc::Sender<Job>,
+    gathered: GatherSignal,
 }
 
 impl Queue {
     /// Starts the writer thread on the database at `path`.
     pub fn spawn(path: &Path, group_commit_max: usize) -> (Queue, std::thread::JoinHandle<()>) {
         let (tx, mut rx) = mpsc::channel::<Job>(4096);
+        // The node's writer fills its groups this way (`store::gather`): so does the baseline.
+        let (mut gather, gathered) = Gather::new(super::group_wait());
         let path = path.to_path_buf();
         let thread = std::thread::spawn(move || {
             let mut conn = open(&path);
             let mut jobs = Vec::with_capacity(group_commit_max);
-            while let Some(first) = rx.blocking_recv() {
-                jobs.push(first);
-                while jobs.len() < group_commit_max {
-                    match rx.try_recv() {
-                        Ok(job) => jobs.push(job),
-                        Err(_) => break,
+            loop {
+                let (first, idle) = match rx.try_recv() {
+                    Ok(job) => (job, std::time::Duration::ZERO),
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        let waiting = std::time::Instant::now();
+                        match rx.blocking_recv() {
+                            Some(job) => (job, waiting.elapsed()),
+                            None => break,
+                        }
                     }
-                }
+                };
+                jobs.push(first);
+                gather.fill(&mut jobs, group_commit_max, idle, |jobs| {
+                    while jobs.len() < group_commit_max {
+                        match rx.try_recv() {
+                            Ok(job) => jobs.push(job),
+                            Err(_) => break,
+                        }
+                    }
+                });
                 let tx = conn.transaction().expect("begin");
                 let mut seq = next_seq(&tx);
                 let now = outpost::store::now_ms();
@@ -158,12 +175,13 @@ impl Queue {
                 }
                 set_next_seq(&tx, seq);
                 tx.commit().expect("commit");
+                gather.committed(jobs.len(), rx.len());
                 for (job, seq) in jobs.drain(..).zip(seqs) {
                     let _ = job.reply.send(seq);
                 }
             }
         });
-        (Queue { tx }, thread)
+        (Queue { tx, gathered }, thread)
     }
 
     /// Queues a create and waits until it is committed.
@@ -173,6 +191,8 @@ impl Queue {
             .send(Job { fields, reply })
             .await
             .expect("sqlite writer");
+        self.gathered
+            .queued(self.tx.max_capacity() - self.tx.capacity());
         rx.await.expect("sqlite commit")
     }
 }

@@ -14,6 +14,7 @@ pub mod serve;
 pub mod sync_status;
 pub mod writes;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
@@ -30,9 +31,28 @@ use crate::config::Limits;
 use crate::store::{Store, WriterHandle};
 use error::ApiError;
 
-/// What every handler can reach.
+/// What every handler can reach. Cloned for every request (axum's `State`), so it is one
+/// shared allocation: cloning the parts themselves was a tenth of the server's time under load.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    /// Shares `services` with every handler.
+    pub fn new(services: Services) -> Self {
+        AppState(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The node's parts the handlers use.
+pub struct Services {
     /// Reads.
     pub store: Store,
     /// Writes.
@@ -50,7 +70,7 @@ pub struct AppState {
     /// When it started and where its store file is, for diagnostics.
     pub runtime: diag::NodeRuntime,
     /// The tokens accepted (none: open, loopback only).
-    pub auth: std::sync::Arc<auth::Tokens>,
+    pub auth: Arc<auth::Tokens>,
     /// This node's metrics registry.
     pub metrics: crate::telemetry::metrics::Metrics,
 }

@@ -5,6 +5,7 @@ pub mod backend;
 pub mod backup;
 pub mod cdx;
 pub mod faulty;
+pub mod gather;
 pub mod hq_sync;
 pub mod prune;
 pub mod read;

@@ -2,9 +2,11 @@
 //! in one durable transaction (group commit), and each is answered only after that commit.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::gather::{Gather, GatherSignal};
 use super::hq_sync::{HqOutcome, StageReport};
 use super::schema::{self, encode};
 pub use super::search_log::MergeOptions;
@@ -183,6 +185,9 @@ pub struct WriterOptions {
     pub group_commit_max: usize,
     /// When the search terms log is merged into the main index.
     pub merge: MergeOptions,
+    /// Longest a busy writer waits for the callers it just answered before it commits a group
+    /// without them (`store::gather`); zero: it never waits.
+    pub group_wait: Duration,
     /// The runtime of the callers, where a task hands out each group's replies; `None`: the
     /// writer thread sends them. A wake from outside the runtime costs it a system call per
     /// caller (up to a quarter of the writer's time in P2); from a task on it, one per group.
@@ -193,6 +198,7 @@ pub struct WriterOptions {
 #[derive(Clone)]
 pub struct WriterHandle {
     tx: mpsc::Sender<Job>,
+    gathered: GatherSignal,
 }
 
 impl WriterHandle {
@@ -204,6 +210,8 @@ impl WriterHandle {
             .send(Job { command, reply })
             .await
             .map_err(|_| stopped())?;
+        self.gathered
+            .queued(self.tx.max_capacity() - self.tx.capacity());
         rx.await.map_err(|_| stopped())?
     }
 }
@@ -215,6 +223,7 @@ pub fn spawn(
     options: WriterOptions,
 ) -> std::io::Result<(WriterHandle, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(options.queue);
+    let (gather, gathered) = Gather::new(options.group_wait);
     let replies = options.replies_on.as_ref().map(|rt| {
         let (tx, mut rx) = mpsc::channel::<Vec<Reply>>(REPLY_BATCHES);
         rt.spawn(async move {
@@ -226,8 +235,8 @@ pub fn spawn(
     });
     let thread = std::thread::Builder::new()
         .name("outpost-writer".into())
-        .spawn(move || run(store, options, rx, replies))?;
-    Ok((WriterHandle { tx }, thread))
+        .spawn(move || run(store, options, rx, replies, gather))?;
+    Ok((WriterHandle { tx, gathered }, thread))
 }
 
 /// A caller's reply channel and what it is told.
@@ -265,6 +274,7 @@ fn run(
     options: WriterOptions,
     mut rx: mpsc::Receiver<Job>,
     replies: Option<mpsc::Sender<Vec<Reply>>>,
+    mut gather: Gather,
 ) {
     // Only to wait for a request with a time limit (the idle merge); nothing else runs on it.
     let timer = match tokio::runtime::Builder::new_current_thread()
@@ -283,25 +293,17 @@ fn run(
     let mut merge_failed = false;
     loop {
         let owed = !merge_failed && store.search_log.merge_due(options.merge.start_at_entries);
-        let next = if owed {
+        // How long the writer waits for the next job (zero: it was queued already).
+        let (next, idle) = match rx.try_recv() {
+            Ok(job) => (Next::Job(job), Duration::ZERO),
+            Err(mpsc::error::TryRecvError::Disconnected) => (Next::Stop, Duration::ZERO),
             // A merge is owed: one chunk between groups, or chunk after chunk while idle.
-            match rx.try_recv() {
-                Ok(job) => Next::Job(job),
-                Err(mpsc::error::TryRecvError::Empty) => Next::Idle,
-                Err(mpsc::error::TryRecvError::Disconnected) => Next::Stop,
+            Err(mpsc::error::TryRecvError::Empty) if owed => (Next::Idle, Duration::ZERO),
+            Err(mpsc::error::TryRecvError::Empty) => {
+                let waiting = Instant::now();
+                let next = wait_for_job(&store, &options, &mut rx, timer.as_ref());
+                (next, waiting.elapsed())
             }
-        } else if store.search_log.entries() == 0 || timer.is_none() {
-            rx.blocking_recv().map_or(Next::Stop, Next::Job)
-        } else if let Some(timer) = &timer {
-            // The timeout is made inside `block_on`: it needs the timer's context.
-            let idle_after = options.merge.idle_after;
-            match timer.block_on(async { tokio::time::timeout(idle_after, rx.recv()).await }) {
-                Ok(Some(job)) => Next::Job(job),
-                Ok(None) => Next::Stop,
-                Err(_) => Next::Idle,
-            }
-        } else {
-            Next::Stop
         };
         let first = match next {
             Next::Stop => break,
@@ -321,14 +323,19 @@ fn run(
             }
         }
         jobs.push(first);
-        while jobs.len() < options.group_commit_max {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
+        let max = options.group_commit_max;
+        gather.fill(&mut jobs, max, idle, |jobs| {
+            while jobs.len() < max {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
             }
-        }
+        });
         let commands: Vec<&Command> = jobs.iter().map(|j| &j.command).collect();
-        match commit_group(&store, &options, &commands) {
+        let committed = commit_group(&store, &options, &commands);
+        gather.committed(jobs.len(), rx.len());
+        match committed {
             Ok(results) => {
                 let batch = jobs
                     .drain(..)
@@ -360,6 +367,28 @@ fn run(
                 }
             }
         }
+    }
+}
+
+/// Waits for the next job while the queue is empty: without a limit when the search terms log
+/// is empty, else until the log's idle time has passed (then the writer merges).
+fn wait_for_job(
+    store: &Store,
+    options: &WriterOptions,
+    rx: &mut mpsc::Receiver<Job>,
+    timer: Option<&tokio::runtime::Runtime>,
+) -> Next {
+    match timer {
+        Some(timer) if store.search_log.entries() > 0 => {
+            // The timeout is made inside `block_on`: it needs the timer's context.
+            let idle_after = options.merge.idle_after;
+            match timer.block_on(async { tokio::time::timeout(idle_after, rx.recv()).await }) {
+                Ok(Some(job)) => Next::Job(job),
+                Ok(None) => Next::Stop,
+                Err(_) => Next::Idle,
+            }
+        }
+        _ => rx.blocking_recv().map_or(Next::Stop, Next::Job),
     }
 }
 
