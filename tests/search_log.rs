@@ -91,18 +91,32 @@ fn check_all(store: &Store, model: &BTreeMap<String, Model>, when: &str) {
 
 /// With the log merged, the main index holds exactly every customer's current terms: none
 /// missing, and none left over from a term a customer lost (searches skip those, so only the
-/// index itself shows them). Consumes the store: the file is read on its own.
+/// index itself shows them); and each customer's key record holds exactly its view's terms.
+/// Consumes the store: the file is read on its own.
 fn assert_index_exact(store: Store, path: &std::path::Path, customers: &[String], when: &str) {
     assert_eq!(store.search_log_entries(), 0, "{when}: log not merged");
     let mut want = BTreeSet::new();
+    let mut terms_of = BTreeMap::new();
     for r in customers {
         let view = store.customer(r).expect("read").expect("customer").view;
-        want.extend(search::terms(&view).into_iter().map(|t| (t, r.clone())));
+        let terms = search::terms(&view);
+        want.extend(terms.iter().map(|t| (t.clone(), r.clone())));
+        terms_of.insert(r.clone(), terms);
     }
     drop(store);
     use redb::{ReadableDatabase, ReadableTable};
     let db = redb::Database::open(path).expect("open the file");
     let tx = db.begin_read().expect("read");
+    let keys = tx.open_table(schema::CUSTOMER_KEYS).expect("key records");
+    for (r, terms) in &terms_of {
+        let bytes = keys.get(r.as_str()).expect("get").expect("key record");
+        let record = schema::CustomerKeys::parse(bytes.value()).expect("parse");
+        let stored: Vec<String> = record
+            .terms()
+            .map(|t| String::from_utf8(t.to_vec()).expect("utf-8"))
+            .collect();
+        assert_eq!(&stored, terms, "{when}: key record of {r}");
+    }
     let index = tx.open_table(schema::SEARCH).expect("index");
     let mut have = BTreeSet::new();
     for row in index.iter().expect("iter") {
@@ -354,4 +368,73 @@ async fn a_merge_after_a_download_keeps_what_the_download_wrote() {
         &[r],
         "after the download",
     );
+}
+
+/// HQ confirms creates and edits with account numbers: each customer is found by its account
+/// number at once and after the merge, and its key record and the main index hold exactly the
+/// terms its view has (the account number's term is added without computing the others again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmed_customers_are_found_by_their_account_numbers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("outpost.redb");
+    let store = open(&path);
+    let merge = MergeOptions {
+        start_at_entries: 7,
+        chunk_entries: 5,
+        idle_after: Duration::from_millis(2),
+    };
+    let w = start(&store, merge);
+    let mut customers = Vec::new();
+    let mut outcomes = Vec::new();
+    for i in 0..40 {
+        let (r, id) = create_op(&w.0, &format!("Kask{i}"), &format!("c{i}@example.ee")).await;
+        outcomes.push((id, r.clone(), format!("C{:06}", 100 + i)));
+        if i % 3 == 0 {
+            // Edited before HQ answers: the edit is confirmed with the same account number.
+            let patch = CustomerPatch {
+                last_name: Some(format!("Tamm{i}")),
+                ..CustomerPatch::default()
+            };
+            let edited = edit(&w.0, &r, patch).await;
+            outcomes.push((edited, r.clone(), format!("C{:06}", 100 + i)));
+        }
+        customers.push(r);
+    }
+    let batch = outcomes
+        .iter()
+        .map(|(id, _, account)| HqOutcome {
+            id: *id,
+            revision: 0,
+            verdict: HqVerdict::Completed {
+                account_number: Some(account.clone()),
+                conflicts: Vec::new(),
+            },
+        })
+        .collect();
+    w.0.execute(Command::ApplyOutcomes {
+        outcomes: batch,
+        next_cursor: outcomes.len() as u64,
+        feed_id: 1,
+    })
+    .await
+    .expect("outcomes applied");
+    for (_, r, account) in &outcomes {
+        assert!(refs(&store, account).contains(r), "{r} by {account}");
+        let view = store
+            .customer(account)
+            .expect("read")
+            .expect("by account")
+            .view;
+        assert_eq!(&view.customer_ref, r);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.search_log_entries() > 0 {
+        assert!(Instant::now() < deadline, "log never merged");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for (_, r, account) in &outcomes {
+        assert!(refs(&store, account).contains(r), "{r} by {account} merged");
+    }
+    stop(w);
+    assert_index_exact(store, &path, &customers, "confirmed");
 }

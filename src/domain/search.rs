@@ -100,13 +100,17 @@ pub fn terms(view: &CustomerView) -> Vec<String> {
     );
     out.extend(phones.flat_map(|p| phone_terms(p)));
     out.push(fold(&view.customer_ref));
-    if let Some(acc) = &view.account_number {
-        out.push(fold(acc));
-    }
     let mut out: Vec<String> = out.into_iter().map(cut).collect();
+    out.extend(view.account_number.as_deref().map(account_term));
     out.sort();
     out.dedup();
     out
+}
+
+/// The term an HQ account number gives its customer: the customer's terms with an account
+/// number are its terms without one, and this.
+pub fn account_term(account: &str) -> String {
+    cut(fold(account))
 }
 
 /// The terms of a query: each must match (by prefix) some term of a customer. A query that
@@ -200,6 +204,21 @@ mod tests {
         assert_eq!(national("5123 4567"), None);
         // Too short to leave a national part worth a term.
         assert_eq!(national("+372 123"), None);
+    }
+
+    #[test]
+    fn an_account_number_adds_exactly_its_own_term() {
+        let without = terms(&view());
+        for account in ["C000042", "Õ-77", "S001-T42", "TAMM"] {
+            let mut with = view();
+            with.account_number = Some(account.into());
+            let mut want = without.clone();
+            let term = account_term(account);
+            if let Err(at) = want.binary_search(&term) {
+                want.insert(at, term);
+            }
+            assert_eq!(terms(&with), want, "{account}");
+        }
     }
 
     #[test]

@@ -210,7 +210,7 @@ impl Tables<'_> {
         }
         let mut new = old.clone();
         new.account_number = Some(account.to_string());
-        self.put_view(Some(&old), &new)?;
+        self.put_view_with_account(&old, &new)?;
         if let Some(mut base) = self.customer_base(customer_ref)? {
             base.account_number = Some(account.to_string());
             self.bases

@@ -363,16 +363,8 @@ impl<'tx> Tables<'tx> {
         new: &CustomerView,
         json: &[u8],
     ) -> Result<(), StoreError> {
-        let key = new.customer_ref.as_str();
         let old_terms = old.map(search::terms).unwrap_or_default();
         let new_terms = search::terms(new);
-        self.customers.insert(key, json).map_err(StoreError::db)?;
-        self.customer_keys
-            .insert(
-                key,
-                schema::encode_keys(new.updated_at_ms, &new_terms).as_slice(),
-            )
-            .map_err(StoreError::db)?;
         let removed = old_terms
             .iter()
             .filter(|t| new_terms.binary_search(t).is_err())
@@ -383,6 +375,70 @@ impl<'tx> Tables<'tx> {
             .filter(|t| old_terms.binary_search(t).is_err())
             .cloned()
             .collect();
+        self.write_view(new, json, &new_terms, removed, added)
+    }
+
+    /// Writes `new`, which is `old` given the account number HQ assigned (it had none): its
+    /// terms are its key record's and the account number's, so neither view's terms are
+    /// computed again (twice per confirmed create, a tenth of the backlog drain's writer).
+    pub fn put_view_with_account(
+        &mut self,
+        old: &CustomerView,
+        new: &CustomerView,
+    ) -> Result<(), StoreError> {
+        let key = new.customer_ref.as_str();
+        let account = match (&old.account_number, &new.account_number) {
+            (None, Some(account)) => account,
+            _ => return self.put_view(Some(old), new),
+        };
+        let Some(mut terms) = self.stored_terms(key)? else {
+            return self.put_view(Some(old), new);
+        };
+        let term = search::account_term(account);
+        let added = match terms.binary_search(&term) {
+            Ok(_) => Vec::new(),
+            Err(at) => {
+                terms.insert(at, term.clone());
+                vec![term]
+            }
+        };
+        self.write_view(new, &encode(new)?, &terms, Vec::new(), added)
+    }
+
+    /// The terms of a customer's key record (sorted, as `search::terms` made them).
+    fn stored_terms(&self, key: &str) -> Result<Option<Vec<String>>, StoreError> {
+        let Some(bytes) = self.customer_keys.get(key).map_err(StoreError::db)? else {
+            return Ok(None);
+        };
+        let record = schema::CustomerKeys::parse(bytes.value())?;
+        record
+            .terms()
+            .map(|t| {
+                String::from_utf8(t.to_vec())
+                    .map_err(|_| StoreError::Encoding("customer key record".into()))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    /// Writes a customer view, its key record with `terms`, its term changes and its
+    /// account-number record.
+    fn write_view(
+        &mut self,
+        new: &CustomerView,
+        json: &[u8],
+        terms: &[String],
+        removed: Vec<String>,
+        added: Vec<String>,
+    ) -> Result<(), StoreError> {
+        let key = new.customer_ref.as_str();
+        self.customers.insert(key, json).map_err(StoreError::db)?;
+        self.customer_keys
+            .insert(
+                key,
+                schema::encode_keys(new.updated_at_ms, terms).as_slice(),
+            )
+            .map_err(StoreError::db)?;
         self.change_terms(key, removed, added);
         // A customer known here by its account number is found by it without this record.
         if let Some(acc) = new.account_number.as_deref().filter(|acc| *acc != key) {
