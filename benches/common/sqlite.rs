@@ -1,7 +1,8 @@
 //! The SQLite baselines: the same operation queue and the same customer cache and search index,
 //! kept in SQLite (WAL, synchronous=FULL) with the same record layout (JSON records, the same
 //! operation and view encoding the node uses, the same search terms) and the same batching
-//! (one writer thread, one transaction per group of requests that arrived together).
+//! (one writer thread, one transaction per group of requests that arrived together), and the
+//! same search: the same candidates from the same index ranges, checked by the same key records.
 
 use std::path::Path;
 
@@ -10,11 +11,14 @@ use outpost::domain::view::{CustomerView, SyncState};
 use outpost::domain::{NewCustomer, OpState, Operation, OperationId, Payload};
 use outpost::store::cdx::HqCopy;
 use outpost::store::gather::{Gather, GatherSignal};
+use outpost::store::schema;
 use rusqlite::{Connection, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most candidates one search examines (as the node's `CANDIDATE_CAP`).
 const CANDIDATE_CAP: usize = 10_000;
+/// Most distinct first words a pair search visits (as the node's `MAX_PAIR_FIRST_WORDS`).
+const MAX_PAIR_FIRST_WORDS: usize = 64;
 
 /// Opens (or creates) the baseline database at `path`.
 pub fn open(path: &Path) -> Connection {
@@ -39,6 +43,7 @@ pub fn open(path: &Path) -> Connection {
              ref TEXT PRIMARY KEY,
              account TEXT UNIQUE,
              updated_at INTEGER NOT NULL,
+             keys BLOB NOT NULL,
              body TEXT NOT NULL) WITHOUT ROWID;
          CREATE TABLE IF NOT EXISTS terms (
              term TEXT NOT NULL,
@@ -50,22 +55,26 @@ pub fn open(path: &Path) -> Connection {
 }
 
 fn put_view(tx: &rusqlite::Transaction<'_>, view: &CustomerView) {
+    let terms = search::terms(view);
     tx.prepare_cached(
-        "INSERT OR REPLACE INTO customers (ref, account, updated_at, body) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT OR REPLACE INTO customers (ref, account, updated_at, keys, body) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )
     .expect("prepare")
     .execute(params![
         view.customer_ref,
         view.account_number,
         view.updated_at_ms,
+        // The node's key record, kept beside the view as the node keeps it.
+        schema::encode_keys(view.updated_at_ms, &terms),
         serde_json::to_string(view).expect("view json")
     ])
     .expect("customer");
-    let mut terms = tx
+    let mut insert = tx
         .prepare_cached("INSERT OR IGNORE INTO terms (term, ref) VALUES (?1, ?2)")
         .expect("prepare");
-    for term in search::terms(view) {
-        terms
+    for term in terms {
+        insert
             .execute(params![term, view.customer_ref])
             .expect("term");
     }
@@ -255,44 +264,84 @@ fn prefix_end(term: &str) -> String {
     end
 }
 
-/// The node's search semantics over SQLite: customers whose terms match every query term by
-/// prefix, most recently changed first, with their sync state.
+/// Adds the refs of the terms starting with `prefix` to `found`, at most `cap` of them.
+fn scan_prefix(conn: &Connection, prefix: &str, cap: usize, found: &mut Vec<String>) {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT ref FROM terms WHERE term >= ?1 AND term < ?2 ORDER BY term, ref LIMIT ?3",
+        )
+        .expect("prepare range");
+    let rows = stmt
+        .query_map(params![prefix, prefix_end(prefix), cap as i64], |r| {
+            r.get::<_, String>(0)
+        })
+        .expect("range");
+    found.extend(rows.map(|r| r.expect("ref")));
+}
+
+/// The node's `pairs_matching` over SQLite: one seek per distinct first word.
+fn pairs_matching(conn: &Connection, first: &str, second: &str) -> Option<Vec<String>> {
+    let first_words = search::pair_first_prefix(first);
+    let mut seek = first_words.clone();
+    let mut out = Vec::new();
+    let mut next = conn
+        .prepare_cached("SELECT term FROM terms WHERE term >= ?1 ORDER BY term LIMIT 1")
+        .expect("prepare seek");
+    for _ in 0..=MAX_PAIR_FIRST_WORDS {
+        let term: Option<String> = next
+            .query_row(params![seek], |r| r.get(0))
+            .optional()
+            .expect("seek");
+        let Some(word) = term
+            .filter(|t| t.starts_with(&first_words))
+            .and_then(|t| search::pair_first_word(&t).map(str::to_string))
+        else {
+            return Some(out);
+        };
+        let room = CANDIDATE_CAP.saturating_sub(out.len());
+        scan_prefix(conn, &search::pair_term(&word, second), room, &mut out);
+        seek = search::after_pairs_of(&word);
+    }
+    None
+}
+
+/// As the node's `Store::search`: the same candidates from the same index ranges (name pairs
+/// for two terms or more, else the most selective term's plain terms and pairs), each checked
+/// and ranked by its key record, the views of the first `limit` decoded with their sync state.
 pub fn search(conn: &Connection, q: &str, limit: usize) -> Vec<Found> {
     let terms = search::query_terms(q);
     if terms.is_empty() {
         return Vec::new();
     }
-    // One indexed range per term, intersected by SQLite.
-    let mut sql = String::new();
-    let mut args: Vec<String> = Vec::new();
-    for (k, term) in terms.iter().enumerate() {
-        if k > 0 {
-            sql.push_str(" INTERSECT ");
+    let mut refs = pair_candidates(conn, &terms).unwrap_or_else(|| term_candidates(conn, &terms));
+    refs.sort();
+    refs.dedup();
+    let mut keys = conn
+        .prepare_cached("SELECT keys FROM customers WHERE ref = ?1")
+        .expect("prepare keys");
+    let mut ranked: Vec<(i64, String)> = Vec::with_capacity(refs.len());
+    for r in refs {
+        let bytes: Option<Vec<u8>> = keys
+            .query_row(params![r], |row| row.get(0))
+            .optional()
+            .expect("keys");
+        let Some(bytes) = bytes else { continue };
+        let record = schema::CustomerKeys::parse(&bytes).expect("key record");
+        if record.matches_all(&terms) {
+            ranked.push((record.updated_at_ms, r));
         }
-        sql.push_str(&format!(
-            "SELECT ref FROM (SELECT ref FROM terms WHERE term >= ?{} AND term < ?{} LIMIT {CANDIDATE_CAP})",
-            2 * k + 1,
-            2 * k + 2
-        ));
-        args.push(term.clone());
-        args.push(prefix_end(term));
     }
-    let full = format!(
-        "SELECT c.ref, c.updated_at, c.body FROM customers c WHERE c.ref IN ({sql}) \
-         ORDER BY c.updated_at DESC, c.ref ASC LIMIT {limit}"
-    );
-    let mut stmt = conn.prepare_cached(&full).expect("prepare search");
-    let rows = stmt
-        .query_map(rusqlite::params_from_iter(args.iter()), |r| {
-            r.get::<_, String>(2)
-        })
-        .expect("search");
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    ranked.truncate(limit);
+    let mut body = conn
+        .prepare_cached("SELECT body FROM customers WHERE ref = ?1")
+        .expect("prepare body");
     let mut states = conn
         .prepare_cached("SELECT state FROM ops WHERE customer_ref = ?1")
         .expect("prepare states");
     let mut out = Vec::new();
-    for body in rows {
-        let body = body.expect("row");
+    for (_, r) in ranked {
+        let body: String = body.query_row(params![r], |row| row.get(0)).expect("body");
         let view: CustomerView = serde_json::from_str(&body).expect("view");
         let codes: Vec<u8> = states
             .query_map(params![view.customer_ref], |r| r.get::<_, u8>(0))
@@ -307,4 +356,42 @@ pub fn search(conn: &Connection, q: &str, limit: usize) -> Vec<Found> {
         out.push(Found { view, sync_state });
     }
     out
+}
+
+/// The node's `pair_candidates` over SQLite.
+fn pair_candidates(conn: &Connection, terms: &[String]) -> Option<Vec<String>> {
+    let mut by_length: Vec<&str> = terms.iter().map(String::as_str).collect();
+    by_length.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    let [long, short, ..] = by_length[..] else {
+        return None;
+    };
+    let mut found =
+        pairs_matching(conn, short, long).or_else(|| pairs_matching(conn, long, short))?;
+    for prefix in [short, long, search::MANY_NAME_WORDS] {
+        let mut plain = Vec::new();
+        scan_prefix(conn, prefix, CANDIDATE_CAP, &mut plain);
+        found.append(&mut plain);
+    }
+    Some(found)
+}
+
+/// The node's `term_candidates` over SQLite: the term with the fewest matches drives.
+fn term_candidates(conn: &Connection, terms: &[String]) -> Vec<String> {
+    let mut order: Vec<&String> = terms.iter().collect();
+    order.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    let mut refs: Option<Vec<String>> = None;
+    for term in order {
+        let bound = refs.as_ref().map_or(CANDIDATE_CAP, Vec::len);
+        let mut found = Vec::new();
+        for prefix in [term.clone(), search::pair_first_prefix(term)] {
+            if found.len() < bound {
+                let room = bound - found.len();
+                scan_prefix(conn, &prefix, room, &mut found);
+            }
+        }
+        if refs.is_none() || found.len() < bound {
+            refs = Some(found);
+        }
+    }
+    refs.unwrap_or_default()
 }

@@ -1,10 +1,29 @@
 //! Search terms: how a customer is found by name prefix, e-mail, phone or reference, case- and
 //! accent-insensitively ("tamm" finds "Tamm", "oie" finds "Õie").
+//!
+//! A customer's name words are indexed in pairs ("mari" with "tamm", and "tamm" with "mari"),
+//! so that "Mari Tamm…" is one narrow range of the index instead of every Mari checked against
+//! every Tamm…; every other term (e-mail, phone digits, reference, account number) is a plain
+//! term. A query term matches a plain term by prefix, and a pair by the pair's first word.
 
 use super::view::CustomerView;
 
-/// Longest term kept in the index; longer words are cut (prefix search still finds them).
+/// Longest word or term kept in the index; longer ones are cut (prefix search still finds
+/// them). A name pair holds two such words.
 pub const MAX_TERM_LEN: usize = 64;
+
+/// First byte of a name pair term: `\u{2}` first word `\u{1}` second word. Below every
+/// folded character, so pairs sort apart from plain terms; the separator sorts a word's pairs
+/// before the pairs of longer words it begins.
+const PAIR: char = '\u{2}';
+/// Between the two words of a name pair term.
+const PAIR_SEP: char = '\u{1}';
+/// The term of every customer with more distinct name words than are paired (they are each
+/// indexed alone, as a pair with an empty second word): a query that looks for a pair also
+/// checks these customers, so none is missed.
+pub const MANY_NAME_WORDS: &str = "\u{3}";
+/// Most distinct name words indexed in pairs (all ordered pairs: 30 terms at six words).
+pub const MAX_PAIRED_WORDS: usize = 6;
 
 /// Folds text for matching: transliterated to ASCII, lower case.
 pub fn fold(text: &str) -> String {
@@ -78,13 +97,15 @@ fn name_words(text: &str) -> impl Iterator<Item = String> + '_ {
         .into_iter()
 }
 
-/// Every index term of a customer, each a single folded string (no namespace: a query term
-/// matches any of them by prefix). Sorted and without duplicates.
+/// Every index term of a customer: its name words in pairs ([`name_terms`]), and each other
+/// term a single folded string. Sorted and without duplicates.
 pub fn terms(view: &CustomerView) -> Vec<String> {
     let f = &view.fields;
-    let mut out: Vec<String> = name_words(&f.first_name)
+    let words: Vec<String> = name_words(&f.first_name)
         .chain(name_words(&f.last_name))
+        .map(cut)
         .collect();
+    let mut out = Vec::new();
     let emails = f.email.iter().chain(
         view.contacts
             .iter()
@@ -102,9 +123,82 @@ pub fn terms(view: &CustomerView) -> Vec<String> {
     out.push(fold(&view.customer_ref));
     let mut out: Vec<String> = out.into_iter().map(cut).collect();
     out.extend(view.account_number.as_deref().map(account_term));
+    out.extend(name_terms(words));
     out.sort();
     out.dedup();
     out
+}
+
+/// The index terms of a customer's name words: every ordered pair of two distinct words; a
+/// single word as a pair with an empty second word; more than [`MAX_PAIRED_WORDS`] words each
+/// alone that way, and [`MANY_NAME_WORDS`].
+fn name_terms(mut words: Vec<String>) -> Vec<String> {
+    words.sort();
+    words.dedup();
+    if words.len() == 1 || words.len() > MAX_PAIRED_WORDS {
+        let alone = words.iter().map(|w| pair_term(w, ""));
+        let marker = (words.len() > 1).then(|| MANY_NAME_WORDS.to_string());
+        return alone.chain(marker).collect();
+    }
+    let mut out = Vec::with_capacity(words.len() * words.len().saturating_sub(1));
+    for a in &words {
+        for b in words.iter().filter(|b| *b != a) {
+            out.push(pair_term(a, b));
+        }
+    }
+    out
+}
+
+/// The name pair term of `first` and `second`.
+pub fn pair_term(first: &str, second: &str) -> String {
+    let mut out = String::with_capacity(2 + first.len() + second.len());
+    out.push(PAIR);
+    out.push_str(first);
+    out.push(PAIR_SEP);
+    out.push_str(second);
+    out
+}
+
+/// Where the name pairs whose first word starts with `prefix` begin: every pair term starting
+/// with this has such a first word.
+pub fn pair_first_prefix(prefix: &str) -> String {
+    let mut out = String::with_capacity(1 + prefix.len());
+    out.push(PAIR);
+    out.push_str(prefix);
+    out
+}
+
+/// The first word of a name pair term; `None` for a plain term.
+pub fn pair_first_word(term: &str) -> Option<&str> {
+    let rest = term.strip_prefix(PAIR)?;
+    Some(rest.split_once(PAIR_SEP).map_or(rest, |(first, _)| first))
+}
+
+/// The second word of a name pair term; `None` for a plain term.
+pub fn pair_second_word(term: &str) -> Option<&str> {
+    term.strip_prefix(PAIR)?
+        .split_once(PAIR_SEP)
+        .map(|(_, second)| second)
+}
+
+/// The first key after every pair whose first word is exactly `first` (and before the pairs of
+/// longer words that begin with it).
+pub fn after_pairs_of(first: &str) -> String {
+    let mut out = pair_first_prefix(first);
+    out.push(PAIR);
+    out
+}
+
+/// Whether a customer's index term satisfies a query term: a plain term that starts with it,
+/// or a name pair whose first word does (every name word is the first word of a pair).
+pub fn term_matches(term: &[u8], query: &[u8]) -> bool {
+    match term.split_first() {
+        Some((&b, rest)) if b == PAIR as u8 => {
+            let first = rest.split(|c| *c == PAIR_SEP as u8).next().unwrap_or(rest);
+            first.starts_with(query)
+        }
+        _ => term.starts_with(query),
+    }
 }
 
 /// The term an HQ account number gives its customer: the customer's terms with an account
@@ -114,7 +208,9 @@ pub fn account_term(account: &str) -> String {
 }
 
 /// The terms of a query: each must match (by prefix) some term of a customer. A query that
-/// looks like a phone number becomes its digits; an e-mail or reference stays whole.
+/// looks like a phone number becomes its digits; an e-mail or reference stays whole. A term
+/// that begins another is left out: whatever matches the longer matches it. So no two terms
+/// can be matched by one word, which the pair search relies on.
 pub fn query_terms(q: &str) -> Vec<String> {
     let q = q.trim();
     let digits = phone_digits(q);
@@ -135,9 +231,15 @@ pub fn query_terms(q: &str) -> Vec<String> {
             }
         })
         .map(cut)
+        .filter(|t| !t.is_empty())
         .collect();
     out.sort();
     out.dedup();
+    // Sorted, a term that begins another comes right before one it begins.
+    let begins_next = |i: usize| out.get(i + 1).is_some_and(|next| next.starts_with(&out[i]));
+    let keep: Vec<bool> = (0..out.len()).map(|i| !begins_next(i)).collect();
+    let mut keep = keep.into_iter();
+    out.retain(|_| keep.next().unwrap_or(true));
     out
 }
 
@@ -168,19 +270,97 @@ mod tests {
         }
     }
 
+    /// Whether a customer with these terms is matched by every query term.
+    fn found_by(terms: &[String], q: &str) -> bool {
+        query_terms(q).iter().all(|qt| {
+            terms
+                .iter()
+                .any(|t| term_matches(t.as_bytes(), qt.as_bytes()))
+        })
+    }
+
     #[test]
-    fn terms_are_folded() {
+    fn terms_are_folded_and_names_paired() {
         let t = terms(&view());
-        for want in [
-            "oie",
-            "tamm",
-            "taht",
-            "oie@example.ee",
-            "37251234567",
-            "s001-t42",
-        ] {
+        for want in ["oie@example.ee", "37251234567", "51234567", "s001-t42"] {
             assert!(t.contains(&want.to_string()), "{want} in {t:?}");
         }
+        // Õie Tamm-Täht: three name words, every ordered pair of two.
+        for (a, b) in [
+            ("oie", "tamm"),
+            ("tamm", "oie"),
+            ("taht", "tamm"),
+            ("oie", "taht"),
+        ] {
+            assert!(t.contains(&pair_term(a, b)), "{a}+{b} in {t:?}");
+        }
+        assert_eq!(t.iter().filter(|t| pair_first_word(t).is_some()).count(), 6);
+        assert!(
+            !t.iter().any(|t| t == "tamm"),
+            "names are paired, not plain"
+        );
+        for q in [
+            "õie",
+            "TAMM",
+            "täht",
+            "oie tamm",
+            "tamm oie",
+            "ta oi",
+            "oie@ex",
+            "+372 5123",
+        ] {
+            assert!(found_by(&t, q), "{q}");
+        }
+        for q in ["kask", "oie kask", "s001-t43"] {
+            assert!(!found_by(&t, q), "{q}");
+        }
+    }
+
+    #[test]
+    fn one_name_word_is_a_pair_with_nothing_and_many_are_marked() {
+        let mut v = view();
+        v.fields.first_name = "Mari".into();
+        v.fields.last_name = "Mari".into();
+        let t = terms(&v);
+        assert!(t.contains(&pair_term("mari", "")), "{t:?}");
+        assert!(found_by(&t, "mar"));
+        v.fields.first_name = "Anna Maria Luisa Eva".into();
+        v.fields.last_name = "de la Cruz".into();
+        let t = terms(&v);
+        assert!(
+            t.contains(&MANY_NAME_WORDS.to_string()),
+            "seven words: {t:?}"
+        );
+        assert!(t.contains(&pair_term("luisa", "")));
+        assert!(found_by(&t, "luisa cruz"));
+        assert_eq!(t.iter().filter(|t| pair_first_word(t).is_some()).count(), 7);
+    }
+
+    #[test]
+    fn a_pair_reads_back_and_sorts_with_its_first_word() {
+        let p = pair_term("mari", "tamm");
+        assert_eq!(pair_first_word(&p), Some("mari"));
+        assert_eq!(pair_second_word(&p), Some("tamm"));
+        assert_eq!(pair_first_word("mari"), None, "plain");
+        assert!(p.starts_with(&pair_first_prefix("mar")));
+        // Every pair of "mari" sorts before the end of mari's pairs, and that before "marika".
+        let end = after_pairs_of("mari");
+        for second in ["", "a", "zzzz", "tamm"] {
+            assert!(pair_term("mari", second) < end);
+        }
+        assert!(end < pair_term("marika", ""));
+        assert!(end < pair_term("maria", "a"));
+        // Pairs sort apart from every plain term.
+        assert!(pair_term("zz", "zz").as_str() < "0");
+        assert!(MANY_NAME_WORDS < "0");
+    }
+
+    #[test]
+    fn a_query_term_that_begins_another_is_left_out() {
+        assert_eq!(query_terms("mar mari"), vec!["mari"]);
+        assert_eq!(query_terms("Mari M"), vec!["mari"]);
+        assert_eq!(query_terms("tamm mari kask"), vec!["kask", "mari", "tamm"]);
+        assert_eq!(query_terms("ka kask kaskla"), vec!["kaskla"]);
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod seal;
 pub(crate) mod search_log;
 pub mod stats;
 pub(crate) mod tables;
+mod upgrade;
 pub mod writer;
 
 use std::path::Path;
@@ -136,6 +137,7 @@ impl Store {
 
     fn init_schema(&self) -> Result<(), StoreError> {
         let tx = self.begin_write()?;
+        let mut rebuild_terms = false;
         {
             let mut meta = tx.open_table(schema::META).map_err(StoreError::db)?;
             let version = meta
@@ -148,6 +150,14 @@ impl Store {
                         .map_err(StoreError::db)?;
                 }
                 Some(v) if v == schema::SCHEMA_VERSION => {}
+                // The version is written once the terms are rebuilt: an upgrade cut short
+                // starts over at the next open.
+                Some(v)
+                    if (schema::SCHEMA_UPGRADES_FROM..schema::TERMS_REBUILT_BEFORE)
+                        .contains(&v) =>
+                {
+                    rebuild_terms = true;
+                }
                 // The newer layout only adds tables, opened below.
                 Some(v) if (schema::SCHEMA_UPGRADES_FROM..schema::SCHEMA_VERSION).contains(&v) => {
                     meta.insert(schema::SCHEMA_KEY, schema::SCHEMA_VERSION)
@@ -180,6 +190,9 @@ impl Store {
                 .map_err(StoreError::db)?;
         }
         tx.commit().map_err(StoreError::db)?;
+        if rebuild_terms {
+            upgrade::rebuild_terms(self)?;
+        }
         self.reload_search_log()
     }
 

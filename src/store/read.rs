@@ -69,50 +69,13 @@ impl Store {
         if terms.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        // The terms of recent writes not merged into the index yet, taken before the snapshot
-        // is opened: what leaves memory after this is in the snapshot's index (see
-        // `store::search_log`).
-        let recent: Vec<Vec<String>> = terms
-            .iter()
-            .map(|term| self.search_log.candidates(term, CANDIDATE_CAP))
-            .collect();
-        let tx = self.begin_read()?;
-        let index = t(tx.open_table(schema::SEARCH))?;
+        let (tx, mut refs) = match self.pair_candidates(&terms)? {
+            Some(found) => found,
+            None => self.term_candidates(&terms)?,
+        };
         let customers = t(tx.open_table(schema::CUSTOMERS))?;
         let keys = t(tx.open_table(schema::CUSTOMER_KEYS))?;
         let customer_ops = t(tx.open_table(schema::CUSTOMER_OPS))?;
-        // The term with the fewest matches drives; every candidate is then checked against all
-        // terms. Longer terms are usually more selective, so they are scanned first, and a
-        // later term's scan stops as soon as it cannot beat the driver.
-        let mut order: Vec<usize> = (0..terms.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(terms[i].len()));
-        let mut refs: Option<Vec<String>> = None;
-        for i in order {
-            let term = &terms[i];
-            let bound = refs.as_ref().map_or(CANDIDATE_CAP, Vec::len);
-            let mut found: Vec<String> = recent[i].clone();
-            let mut beaten = refs.is_some() && found.len() >= bound;
-            if !beaten {
-                for entry in t(index.range((term.as_str(), "")..))? {
-                    let (key, _) = t(entry)?;
-                    let (indexed, customer_ref) = key.value();
-                    if !indexed.starts_with(term.as_str()) {
-                        break;
-                    }
-                    if found.last().map(String::as_str) != Some(customer_ref) {
-                        found.push(customer_ref.to_string());
-                    }
-                    if found.len() >= bound {
-                        beaten = refs.is_some();
-                        break;
-                    }
-                }
-            }
-            if !beaten {
-                refs = Some(found);
-            }
-        }
-        let mut refs = refs.unwrap_or_default();
         refs.sort();
         refs.dedup();
         // Candidates are checked and ranked by their key records (terms and time of change, a
@@ -139,6 +102,104 @@ impl Store {
             out.push(CustomerRead { view, sync_state });
         }
         Ok(out)
+    }
+
+    /// Candidates of a query of two or more terms from the name pairs: the customers with a
+    /// pair of name words matching its two longest terms, and those that could match either
+    /// term by another term (e-mail, reference, ...), or have more name words than are paired.
+    /// No customer matching the query is left out: its two terms match two different words
+    /// (`search::query_terms` leaves no term that begins another), or one of them matches
+    /// something else. `None` when both ways round, the pair's first term begins too many
+    /// distinct words: the terms one by one are cheaper then.
+    fn pair_candidates(
+        &self,
+        terms: &[String],
+    ) -> Result<Option<(redb::ReadTransaction, Vec<String>)>, StoreError> {
+        let mut by_length: Vec<&str> = terms.iter().map(String::as_str).collect();
+        by_length.sort_by_key(|t| std::cmp::Reverse(t.len()));
+        let [long, short, ..] = by_length[..] else {
+            return Ok(None);
+        };
+        // From memory before the snapshot opens (see `store::search_log`); both orders of a
+        // customer's words are paired, so one order finds them all.
+        let log = &self.search_log;
+        let mut found = log.pair_candidates(short, long, CANDIDATE_CAP);
+        for prefix in [short, long, search::MANY_NAME_WORDS] {
+            found.extend(log.candidates(prefix, CANDIDATE_CAP));
+        }
+        let tx = self.begin_read()?;
+        {
+            let index = t(tx.open_table(schema::SEARCH))?;
+            // A short first term (a first name, often) begins fewer distinct words.
+            let Some(pairs) = pairs_matching(&index, short, long)?
+                .map_or_else(|| pairs_matching(&index, long, short), |p| Ok(Some(p)))?
+            else {
+                return Ok(None);
+            };
+            found.extend(pairs);
+            // Each source up to its own cap: one that is full must not hide another.
+            for prefix in [short, long] {
+                let mut plain = Vec::new();
+                scan_prefix(&index, prefix, CANDIDATE_CAP, &mut plain)?;
+                found.append(&mut plain);
+            }
+            let many = search::MANY_NAME_WORDS;
+            for (n, entry) in t(index.range((many, "")..))?.enumerate() {
+                let (key, _) = t(entry)?;
+                let (term, customer) = key.value();
+                if term != many || n >= CANDIDATE_CAP {
+                    break;
+                }
+                found.push(customer.to_string());
+            }
+        }
+        Ok(Some((tx, found)))
+    }
+
+    /// Candidates from the terms one by one: the term with the fewest matches drives. Each
+    /// term's matches are the plain terms it begins and the name pairs whose first word it
+    /// begins.
+    fn term_candidates(
+        &self,
+        terms: &[String],
+    ) -> Result<(redb::ReadTransaction, Vec<String>), StoreError> {
+        // The terms of recent writes not merged into the index yet, taken before the snapshot
+        // is opened: what leaves memory after this is in the snapshot's index (see
+        // `store::search_log`).
+        let recent: Vec<Vec<String>> = terms
+            .iter()
+            .map(|term| {
+                let mut found = self.search_log.candidates(term, CANDIDATE_CAP);
+                let pairs = search::pair_first_prefix(term);
+                found.extend(self.search_log.candidates(&pairs, CANDIDATE_CAP));
+                found
+            })
+            .collect();
+        let tx = self.begin_read()?;
+        let refs = {
+            let index = t(tx.open_table(schema::SEARCH))?;
+            // Longer terms are usually more selective, so they are scanned first, and a later
+            // term's scan stops as soon as it cannot beat the driver.
+            let mut order: Vec<usize> = (0..terms.len()).collect();
+            order.sort_by_key(|&i| std::cmp::Reverse(terms[i].len()));
+            let mut refs: Option<Vec<String>> = None;
+            for i in order {
+                let term = &terms[i];
+                let bound = refs.as_ref().map_or(CANDIDATE_CAP, Vec::len);
+                let mut found: Vec<String> = recent[i].clone();
+                for prefix in [term.clone(), search::pair_first_prefix(term)] {
+                    if found.len() < bound {
+                        scan_prefix(&index, &prefix, bound, &mut found)?;
+                    }
+                }
+                let beaten = refs.is_some() && found.len() >= bound;
+                if !beaten {
+                    refs = Some(found);
+                }
+            }
+            refs.unwrap_or_default()
+        };
+        Ok((tx, refs))
     }
 
     /// One operation by id.
@@ -206,6 +267,66 @@ impl Store {
         let tx = self.begin_read()?;
         t(t(tx.open_table(schema::CUSTOMERS))?.len())
     }
+}
+
+/// Adds the customers of the index entries whose term starts with `prefix` to `found`, until
+/// it holds `bound`.
+fn scan_prefix(
+    index: &ReadOnlyTable<(&'static str, &'static str), ()>,
+    prefix: &str,
+    bound: usize,
+    found: &mut Vec<String>,
+) -> Result<(), StoreError> {
+    for entry in t(index.range((prefix, "")..))? {
+        if found.len() >= bound {
+            break;
+        }
+        let (key, _) = t(entry)?;
+        let (term, customer_ref) = key.value();
+        if !term.starts_with(prefix) {
+            break;
+        }
+        if found.last().map(String::as_str) != Some(customer_ref) {
+            found.push(customer_ref.to_string());
+        }
+    }
+    Ok(())
+}
+
+/// Most distinct first words a pair search visits (one seek each) before it gives up.
+const MAX_PAIR_FIRST_WORDS: usize = 64;
+
+/// The customers of the name pairs whose first word starts with `first` and whose second word
+/// starts with `second`: one range per distinct first word, found by seeking past the pairs of
+/// the one before. `None` when more than [`MAX_PAIR_FIRST_WORDS`] words begin with `first`.
+fn pairs_matching(
+    index: &ReadOnlyTable<(&'static str, &'static str), ()>,
+    first: &str,
+    second: &str,
+) -> Result<Option<Vec<String>>, StoreError> {
+    let first_words = search::pair_first_prefix(first);
+    let mut seek = first_words.clone();
+    let mut out = Vec::new();
+    for _ in 0..=MAX_PAIR_FIRST_WORDS {
+        let word = {
+            let Some(entry) = t(index.range((seek.as_str(), "")..))?.next() else {
+                return Ok(Some(out));
+            };
+            let (key, _) = t(entry)?;
+            let term = key.value().0;
+            if !term.starts_with(&first_words) {
+                return Ok(Some(out));
+            }
+            match search::pair_first_word(term) {
+                Some(word) => word.to_string(),
+                None => return Ok(Some(out)),
+            }
+        };
+        let pairs = search::pair_term(&word, second);
+        scan_prefix(index, &pairs, CANDIDATE_CAP, &mut out)?;
+        seek = search::after_pairs_of(&word);
+    }
+    Ok(None)
 }
 
 fn sync_state(

@@ -48,10 +48,13 @@ pub const CUSTOMER_BASES: TableDefinition<&str, &[u8]> = TableDefinition::new("c
 pub const CDX_JOBS: TableDefinition<u32, &[u8]> = TableDefinition::new("cdx_jobs");
 
 /// Version of the layout above; bumped on change (2: customer operations carry their state;
-/// 3: customer key records; 4: the search terms log).
-pub const SCHEMA_VERSION: u64 = 4;
-/// The oldest version this build upgrades in place (4 only adds a table).
+/// 3: customer key records; 4: the search terms log; 5: name words indexed in pairs).
+pub const SCHEMA_VERSION: u64 = 5;
+/// The oldest version this build upgrades in place (4 added a table; 5 rebuilds the search
+/// index and key records from the customers' views, see `store::upgrade`).
 pub const SCHEMA_UPGRADES_FROM: u64 = 3;
+/// The versions whose search terms are rebuilt on upgrade: those before name pairs.
+pub const TERMS_REBUILT_BEFORE: u64 = 5;
 
 /// Key in [`META`] of the next operation sequence number.
 pub const NEXT_SEQ: &str = "next_seq";
@@ -71,7 +74,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
 }
 
 /// Separator of the search terms in a key record (terms are folded to ASCII letters, digits
-/// and punctuation; never a NUL).
+/// and punctuation, name pairs marked with bytes 1 to 3; never a NUL).
 const TERM_SEP: u8 = 0;
 
 /// Encodes a customer's key record: `updated_at_ms` (i64 LE), then its search terms, each
@@ -113,11 +116,12 @@ impl<'a> CustomerKeys<'a> {
             .filter(|t| !t.is_empty())
     }
 
-    /// Whether every query term is a prefix of one of the customer's terms.
+    /// Whether every query term matches one of the customer's terms (`search::term_matches`).
     pub fn matches_all(&self, query: &[String]) -> bool {
-        query
-            .iter()
-            .all(|q| self.terms().any(|t| t.starts_with(q.as_bytes())))
+        query.iter().all(|q| {
+            self.terms()
+                .any(|t| crate::domain::search::term_matches(t, q.as_bytes()))
+        })
     }
 }
 

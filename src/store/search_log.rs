@@ -31,6 +31,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::schema::{self, CustomerKeys, TermChange};
 use super::{Store, StoreError};
+use crate::domain::search;
 
 /// When and how much the writer merges.
 #[derive(Debug, Clone, Copy)]
@@ -97,12 +98,6 @@ impl Runs {
             self.runs.push(merge_runs(older, newer));
         }
     }
-
-    fn candidates(&self, prefix: &str, cap: usize, out: &mut Vec<String>) {
-        for run in &self.runs {
-            scan(run, prefix, cap, out);
-        }
-    }
 }
 
 /// Merges two sorted runs; on equal keys the older run's entry comes first.
@@ -123,15 +118,21 @@ fn merge_runs(older: Vec<Entry>, newer: Vec<Entry>) -> Vec<Entry> {
     out
 }
 
-/// Customers of `run` (sorted) with an added term starting with `prefix`, until `out` holds
-/// `cap`.
-fn scan(run: &[Entry], prefix: &str, cap: usize, out: &mut Vec<String>) {
+/// Customers of `run` (sorted) with an added term starting with `prefix` that passes `also`,
+/// until `out` holds `cap`.
+fn scan(
+    run: &[Entry],
+    prefix: &str,
+    cap: usize,
+    out: &mut Vec<String>,
+    also: impl Fn(&str) -> bool,
+) {
     let from = run.partition_point(|e| &*e.term < prefix);
     for e in &run[from..] {
         if out.len() >= cap || !e.term.starts_with(prefix) {
             break;
         }
-        if e.added {
+        if e.added && also(&e.term) {
             out.push(e.customer.to_string());
         }
     }
@@ -235,12 +236,31 @@ impl SearchLog {
     /// Customers with a term starting with `prefix` that the main index may lack, up to `cap`
     /// (a customer may come more than once).
     pub(crate) fn candidates(&self, prefix: &str, cap: usize) -> Vec<String> {
+        self.candidates_where(prefix, cap, |_| true)
+    }
+
+    /// As [`SearchLog::candidates`], for the name pairs whose first word starts with `first`
+    /// and whose second word starts with `second`.
+    pub(crate) fn pair_candidates(&self, first: &str, second: &str, cap: usize) -> Vec<String> {
+        let second_matches =
+            |term: &str| search::pair_second_word(term).is_some_and(|w| w.starts_with(second));
+        self.candidates_where(&search::pair_first_prefix(first), cap, second_matches)
+    }
+
+    fn candidates_where(
+        &self,
+        prefix: &str,
+        cap: usize,
+        also: impl Fn(&str) -> bool + Copy,
+    ) -> Vec<String> {
         let state = self.read();
         let mut out = Vec::new();
-        state.active.candidates(prefix, cap, &mut out);
+        for run in &state.active.runs {
+            scan(run, prefix, cap, &mut out, also);
+        }
         if let Some(f) = &state.frozen {
             for (run, merged) in f.runs.iter().zip(&f.merged) {
-                scan(&run[*merged..], prefix, cap, &mut out);
+                scan(&run[*merged..], prefix, cap, &mut out, also);
             }
         }
         out

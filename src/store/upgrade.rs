@@ -1,0 +1,86 @@
+//! In-place upgrades of a store file of an older layout, made at open before anything else
+//! touches the file.
+
+use redb::ReadableTable;
+
+use super::schema::{self, decode};
+use super::{Store, StoreError};
+use crate::domain::search;
+use crate::domain::view::CustomerView;
+
+/// Customers whose terms are rebuilt in one transaction: bounds the memory and the dirty pages
+/// of each step.
+const CUSTOMERS_PER_STEP: usize = 20_000;
+
+/// Rebuilds every customer's key record and the search index from the customers' views, for
+/// a file whose terms predate the present ones (name pairs), then records the present schema
+/// version. Steps commit as they go; the version is written last, so an upgrade cut short
+/// starts over (from an emptied index) at the next open.
+pub(crate) fn rebuild_terms(store: &Store) -> Result<(), StoreError> {
+    let tx = store.begin_write()?;
+    // The log's rows are in the old terms too; the rebuilt index holds all they would add.
+    tx.delete_table(schema::SEARCH).map_err(StoreError::db)?;
+    tx.delete_table(schema::SEARCH_LOG)
+        .map_err(StoreError::db)?;
+    tx.open_table(schema::SEARCH).map_err(StoreError::db)?;
+    tx.open_table(schema::SEARCH_LOG).map_err(StoreError::db)?;
+    tx.commit().map_err(StoreError::db)?;
+    let mut after: Option<String> = None;
+    let mut rebuilt = 0usize;
+    loop {
+        let tx = store.begin_write()?;
+        let step = {
+            let customers = tx.open_table(schema::CUSTOMERS).map_err(StoreError::db)?;
+            let mut views = Vec::with_capacity(CUSTOMERS_PER_STEP);
+            let range = match &after {
+                Some(key) => customers.range::<&str>((
+                    std::ops::Bound::Excluded(key.as_str()),
+                    std::ops::Bound::Unbounded,
+                )),
+                None => customers.range::<&str>(..),
+            }
+            .map_err(StoreError::db)?;
+            for row in range.take(CUSTOMERS_PER_STEP) {
+                let (_, bytes) = row.map_err(StoreError::db)?;
+                views.push(decode::<CustomerView>(bytes.value())?);
+            }
+            let mut keys = tx
+                .open_table(schema::CUSTOMER_KEYS)
+                .map_err(StoreError::db)?;
+            let mut index = tx.open_table(schema::SEARCH).map_err(StoreError::db)?;
+            let mut entries = Vec::new();
+            for view in &views {
+                let terms = search::terms(view);
+                let record = schema::encode_keys(view.updated_at_ms, &terms);
+                keys.insert(view.customer_ref.as_str(), record.as_slice())
+                    .map_err(StoreError::db)?;
+                entries.extend(terms.into_iter().map(|t| (t, view.customer_ref.as_str())));
+            }
+            // In key order: each leaf of the index is written once per run of its keys.
+            entries.sort_unstable();
+            for (term, customer) in &entries {
+                index
+                    .insert((term.as_str(), *customer), ())
+                    .map_err(StoreError::db)?;
+            }
+            rebuilt += views.len();
+            views.last().map(|v| v.customer_ref.clone())
+        };
+        tx.commit().map_err(StoreError::db)?;
+        match step {
+            Some(last) => after = Some(last),
+            None => break,
+        }
+    }
+    let tx = store.begin_write()?;
+    tx.open_table(schema::META)
+        .map_err(StoreError::db)?
+        .insert(schema::SCHEMA_KEY, schema::SCHEMA_VERSION)
+        .map_err(StoreError::db)?;
+    tx.commit().map_err(StoreError::db)?;
+    tracing::info!(
+        customers = rebuilt,
+        "store upgraded: search index and key records rebuilt for name pairs"
+    );
+    Ok(())
+}

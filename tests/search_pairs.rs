@@ -1,0 +1,306 @@
+//! Name pairs in the search index (`domain::search`): a search finds exactly the customers
+//! whose every query term begins one of their words (names split into words, e-mail,
+//! reference), whether the customers' terms are still in the search terms log, merged into the
+//! main index, or read back after the store was opened again.
+//!
+//! A seeded model: customers with names of one to eight words drawn from a small vocabulary
+//! (so words begin one another: "mari", "marika"), some e-mails that begin with a name word;
+//! random queries of one to three word prefixes, e-mail prefixes and references. Every answer
+//! is compared with a plain reading of the rule over every customer.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use outpost::domain::{NewCustomer, search};
+use outpost::store::writer::{self, MergeOptions, WriterHandle, WriterOptions};
+use outpost::store::{Command, Outcome, Store, StoreOptions, Submission};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const SEEDS: u64 = 3;
+const CUSTOMERS: usize = 160;
+const QUERIES: usize = 150;
+
+const FIRST: [&str; 8] = [
+    "Mari",
+    "Marika",
+    "Mart",
+    "Jaan",
+    "Õie",
+    "Anna Maria",
+    "Mari-Liis",
+    "Ülle",
+];
+const LAST: [&str; 7] = [
+    "Tamm",
+    "Tammik",
+    "Kask",
+    "Kaskla",
+    "Tamm-Kask",
+    "de la Cruz Ruiz Mora",
+    "Mari",
+];
+
+/// A customer as the model knows it.
+struct Known {
+    customer_ref: String,
+    fields: NewCustomer,
+}
+
+/// The words a customer is found by, read plainly from its fields: each name word, its
+/// e-mail, its reference.
+fn words(k: &Known) -> Vec<String> {
+    let name = format!("{} {}", k.fields.first_name, k.fields.last_name);
+    let mut out: Vec<String> = search::fold(&name)
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect();
+    out.extend(k.fields.email.as_deref().map(search::fold));
+    out.push(search::fold(&k.customer_ref));
+    out
+}
+
+/// The customers the rule says `q` finds.
+fn expected(model: &[Known], q: &str) -> BTreeSet<String> {
+    let terms = search::query_terms(q);
+    model
+        .iter()
+        .filter(|k| {
+            let words = words(k);
+            !terms.is_empty() && terms.iter().all(|t| words.iter().any(|w| w.starts_with(t)))
+        })
+        .map(|k| k.customer_ref.clone())
+        .collect()
+}
+
+fn found(store: &Store, q: &str) -> BTreeSet<String> {
+    store
+        .search(q, 10_000)
+        .expect("search")
+        .into_iter()
+        .map(|c| c.view.customer_ref)
+        .collect()
+}
+
+fn start(store: &Store, merge: MergeOptions) -> (WriterHandle, std::thread::JoinHandle<()>) {
+    writer::spawn(
+        store.clone(),
+        WriterOptions {
+            store_id: "S0001".into(),
+            queue: 64,
+            group_commit_max: 16,
+            merge,
+            group_wait: Duration::from_micros(500),
+            replies_on: Some(tokio::runtime::Handle::current()),
+        },
+    )
+    .expect("spawn writer")
+}
+
+fn prefix(rng: &mut StdRng, word: &str) -> String {
+    let chars: Vec<char> = word.chars().collect();
+    let n = rng.gen_range(1..=chars.len());
+    chars[..n].iter().collect()
+}
+
+fn query(rng: &mut StdRng, model: &[Known]) -> String {
+    let k = &model[rng.gen_range(0..model.len())];
+    let mut parts = Vec::new();
+    for _ in 0..rng.gen_range(1..=3) {
+        let part = match rng.gen_range(0..10) {
+            0 => prefix(rng, k.fields.email.as_deref().unwrap_or("x@example.ee")),
+            1 => k.customer_ref.clone(),
+            // Now and then a word of some other customer, or none at all.
+            2 => {
+                let other = LAST[rng.gen_range(0..LAST.len())];
+                prefix(rng, other)
+            }
+            _ => {
+                let name = format!("{} {}", k.fields.first_name, k.fields.last_name);
+                let words: Vec<&str> = name.split([' ', '-']).collect();
+                let word = words[rng.gen_range(0..words.len())];
+                prefix(rng, word)
+            }
+        };
+        parts.push(part);
+    }
+    parts.join(" ")
+}
+
+fn check(store: &Store, model: &[Known], queries: &[String], when: &str) {
+    for q in queries {
+        assert_eq!(found(store, q), expected(model, q), "{when}: query {q:?}");
+    }
+}
+
+async fn run_seed(seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("outpost.redb");
+    let options = StoreOptions::new(8 << 20);
+    let store = Store::open(&path, &options).expect("open");
+    let merge = MergeOptions {
+        start_at_entries: rng.gen_range(20..200),
+        chunk_entries: rng.gen_range(5..50),
+        idle_after: Duration::from_millis(rng.gen_range(1..10)),
+    };
+    let w = start(&store, merge);
+    let mut model = Vec::new();
+    for i in 0..CUSTOMERS {
+        let first = FIRST[rng.gen_range(0..FIRST.len())];
+        let last = LAST[rng.gen_range(0..LAST.len())];
+        let email = match rng.gen_range(0..3) {
+            0 => None,
+            1 => Some(format!("{}.{i}@example.ee", first.to_lowercase())),
+            _ => Some(format!("c{i}@example.ee")),
+        };
+        let fields = NewCustomer {
+            first_name: first.into(),
+            last_name: last.into(),
+            email,
+            phone: None,
+            customer_group: None,
+            language: None,
+        };
+        let out =
+            w.0.execute(Command::Submit(Submission::NewCustomer(fields.clone())))
+                .await
+                .expect("create");
+        let Outcome::Accepted { customer_ref, .. } = out else {
+            panic!("unexpected {out:?}");
+        };
+        model.push(Known {
+            customer_ref,
+            fields,
+        });
+    }
+    let queries: Vec<String> = (0..QUERIES).map(|_| query(&mut rng, &model)).collect();
+    // Some terms merged, some still in the log.
+    check(&store, &model, &queries, &format!("seed {seed}, log"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while store.search_log_entries() > 0 {
+        assert!(Instant::now() < deadline, "seed {seed}: never merged");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    check(&store, &model, &queries, &format!("seed {seed}, merged"));
+    drop(w.0);
+    w.1.join().expect("writer");
+    drop(store);
+    let store = Store::open(&path, &options).expect("open again");
+    check(&store, &model, &queries, &format!("seed {seed}, reopened"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn searches_find_exactly_the_customers_whose_words_the_query_begins() {
+    for seed in 0..SEEDS {
+        run_seed(seed).await;
+    }
+}
+
+/// A store of the layout before name pairs (schema 4: names as plain terms) is upgraded at
+/// open: key records and the main index are rebuilt from the views, whatever they held, the
+/// old log rows go, and searches answer by the rule again; the version is written last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_from_before_name_pairs_is_rebuilt_at_open() {
+    use outpost::store::schema;
+    use redb::{ReadableDatabase, ReadableTable};
+
+    let mut rng = StdRng::seed_from_u64(99);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("outpost.redb");
+    let options = StoreOptions::new(8 << 20);
+    let store = Store::open(&path, &options).expect("open");
+    let w = start(&store, MergeOptions::default());
+    let mut model = Vec::new();
+    for i in 0..40 {
+        let fields = NewCustomer {
+            first_name: FIRST[i % FIRST.len()].into(),
+            last_name: LAST[i % LAST.len()].into(),
+            email: Some(format!("c{i}@example.ee")),
+            phone: None,
+            customer_group: None,
+            language: None,
+        };
+        let out =
+            w.0.execute(Command::Submit(Submission::NewCustomer(fields.clone())))
+                .await
+                .expect("create");
+        let Outcome::Accepted { customer_ref, .. } = out else {
+            panic!("unexpected {out:?}");
+        };
+        model.push(Known {
+            customer_ref,
+            fields,
+        });
+    }
+    drop(w.0);
+    w.1.join().expect("writer");
+    drop(store);
+    // Make it a version 4 file: plain name terms in the index and key records, and a log row.
+    {
+        let db = redb::Database::create(&path).expect("raw open");
+        let tx = db.begin_write().expect("write");
+        {
+            let mut meta = tx.open_table(schema::META).expect("meta");
+            meta.insert(schema::SCHEMA_KEY, 4).expect("version");
+            let mut index = tx.open_table(schema::SEARCH).expect("index");
+            let mut keys = tx.open_table(schema::CUSTOMER_KEYS).expect("keys");
+            index.retain(|_, _| false).expect("clear");
+            for k in &model {
+                let old: Vec<String> = words(k);
+                for t in &old {
+                    index
+                        .insert((t.as_str(), k.customer_ref.as_str()), ())
+                        .expect("term");
+                }
+                let record = schema::encode_keys(0, &old);
+                keys.insert(k.customer_ref.as_str(), record.as_slice())
+                    .expect("key");
+            }
+            let mut log = tx.open_table(schema::SEARCH_LOG).expect("log");
+            let row = schema::TermChange {
+                customer_ref: model[0].customer_ref.clone(),
+                added: vec!["tamm".into()],
+                removed: Vec::new(),
+            };
+            log.insert(1, schema::encode_term_change(&row).expect("row").as_slice())
+                .expect("log row");
+        }
+        tx.commit().expect("commit");
+    }
+    let store = Store::open(&path, &options).expect("open upgraded");
+    assert_eq!(store.search_log_entries(), 0, "the old log rows are gone");
+    let queries: Vec<String> = (0..100).map(|_| query(&mut rng, &model)).collect();
+    check(&store, &model, &queries, "upgraded");
+    let mut want = BTreeSet::new();
+    for k in &model {
+        let view = store
+            .customer(&k.customer_ref)
+            .expect("read")
+            .expect("customer")
+            .view;
+        want.extend(
+            search::terms(&view)
+                .into_iter()
+                .map(|t| (t, k.customer_ref.clone())),
+        );
+    }
+    drop(store);
+    let db = redb::Database::open(&path).expect("raw open");
+    let tx = db.begin_read().expect("read");
+    let meta = tx.open_table(schema::META).expect("meta");
+    let version = meta
+        .get(schema::SCHEMA_KEY)
+        .expect("get")
+        .map(|v| v.value());
+    assert_eq!(version, Some(schema::SCHEMA_VERSION));
+    let index = tx.open_table(schema::SEARCH).expect("index");
+    let mut have = BTreeSet::new();
+    for row in index.iter().expect("iter") {
+        let (k, _) = row.expect("row");
+        let (term, customer) = k.value();
+        have.insert((term.to_string(), customer.to_string()));
+    }
+    assert_eq!(have, want, "the index is exactly the views' terms");
+}
