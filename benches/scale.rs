@@ -109,6 +109,16 @@ fn build(path: &Path, lite_path: &Path, cached: usize, local: usize) {
             "{local} creates queued in {:.1} s",
             t.elapsed().as_secs_f64()
         );
+        // A node a moment after its busy spell has merged its search terms log: P5 measures
+        // searches, not the merge (which would otherwise run beside them after the restart).
+        let t = Instant::now();
+        while store.search_log_entries() > 0 && t.elapsed() < Duration::from_secs(300) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!(
+            "search terms log merged in {:.1} s",
+            t.elapsed().as_secs_f64()
+        );
     });
     drop(writer);
     thread.join().expect("writer");

@@ -3,7 +3,8 @@
 use super::{ApiPath, ApiQuery};
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
@@ -160,7 +161,7 @@ impl<'a> CustomerBody<'a> {
 pub async fn get(
     State(app): State<AppState>,
     ApiPath(customer): ApiPath<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let store = app.store.clone();
     let read = store
         .read(move |store| store.customer(&customer).map(|r| (r, customer)))
@@ -174,7 +175,7 @@ pub async fn get(
         })??;
     match read {
         (Some(CustomerRead { view, sync_state }), _) => {
-            Ok(Json(to_value(&CustomerBody::new(&view, sync_state))?))
+            json_body(&CustomerBody::new(&view, sync_state))
         }
         (None, customer) => Err(ApiError::not_found(
             "customer_ref",
@@ -183,9 +184,19 @@ pub async fn get(
     }
 }
 
-fn to_value<T: Serialize>(v: &T) -> Result<serde_json::Value, ApiError> {
-    serde_json::to_value(v)
-        .map_err(|e| ApiError::plain(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+/// A JSON answer written straight from borrowed records (no `serde_json::Value` built first,
+/// with a map node per field).
+fn json_body<T: Serialize>(v: &T) -> Result<Response, ApiError> {
+    let bytes = serde_json::to_vec(v).map_err(|e| {
+        ApiError::plain(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    })?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], bytes).into_response())
+}
+
+/// The answer to a search.
+#[derive(Serialize)]
+struct SearchAnswer<'a> {
+    customers: Vec<CustomerBody<'a>>,
 }
 
 /// Query of a customer search.
@@ -200,7 +211,7 @@ pub struct SearchQuery {
 pub async fn search(
     State(app): State<AppState>,
     ApiQuery(query): ApiQuery<SearchQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let q = query.q.unwrap_or_default();
     if q.trim().is_empty() {
         return Err(ApiError::bad_param(
@@ -228,11 +239,9 @@ pub async fn search(
                 "search task failed",
             )
         })??;
-    let customers: Vec<CustomerBody<'_>> = found
+    let customers = found
         .iter()
         .map(|r| CustomerBody::new(&r.view, r.sync_state))
         .collect();
-    Ok(Json(
-        serde_json::json!({ "customers": to_value(&customers)? }),
-    ))
+    json_body(&SearchAnswer { customers })
 }
