@@ -15,10 +15,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use outpost::domain::search;
-use outpost::domain::{CustomerPatch, NewCustomer, OperationId, Payload};
+use outpost::domain::{CustomerPatch, OperationId, Payload};
 use outpost::store::cdx::HeldPackage;
 use outpost::store::hq_sync::{HqOutcome, HqVerdict};
-use outpost::store::writer::{self, MergeOptions, WriterHandle, WriterOptions};
+use outpost::store::writer::{MergeOptions, WriterHandle};
 use outpost::store::{Command, Outcome, Store, StoreOptions, Submission, schema};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -39,18 +39,7 @@ fn open(path: &std::path::Path) -> Store {
 }
 
 fn start(store: &Store, merge: MergeOptions) -> (WriterHandle, std::thread::JoinHandle<()>) {
-    writer::spawn(
-        store.clone(),
-        WriterOptions {
-            store_id: "S0001".into(),
-            queue: 64,
-            group_commit_max: 16,
-            merge,
-            group_wait: std::time::Duration::from_micros(500),
-            replies_on: Some(tokio::runtime::Handle::current()),
-        },
-    )
-    .expect("spawn writer")
+    common::start_writer(store, merge)
 }
 
 fn stop(w: (WriterHandle, std::thread::JoinHandle<()>)) {
@@ -59,12 +48,7 @@ fn stop(w: (WriterHandle, std::thread::JoinHandle<()>)) {
 }
 
 fn refs(store: &Store, q: &str) -> Vec<String> {
-    store
-        .search(q, 50)
-        .expect("search")
-        .into_iter()
-        .map(|c| c.view.customer_ref)
-        .collect()
+    common::search_refs(store, q, 50)
 }
 
 /// Every customer is found by its current last name and e-mail, and not by a word it lost.
@@ -145,25 +129,7 @@ async fn create(w: &WriterHandle, last: &str, email: &str) -> String {
 }
 
 async fn create_op(w: &WriterHandle, last: &str, email: &str) -> (String, OperationId) {
-    let out = w
-        .execute(Command::Submit(Submission::NewCustomer(NewCustomer {
-            first_name: "Õie".into(),
-            last_name: last.into(),
-            email: Some(email.into()),
-            phone: None,
-            customer_group: None,
-            language: None,
-        })))
-        .await
-        .expect("create acknowledged");
-    match out {
-        Outcome::Accepted {
-            customer_ref,
-            operation_id,
-            ..
-        } => (customer_ref, operation_id),
-        other => panic!("unexpected outcome {other:?}"),
-    }
+    common::submit_create(w, common::fields("Õie", last, email)).await
 }
 
 async fn edit(w: &WriterHandle, customer: &str, patch: CustomerPatch) -> OperationId {

@@ -11,9 +11,11 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+mod common;
+
 use outpost::domain::{NewCustomer, search};
-use outpost::store::writer::{self, MergeOptions, WriterHandle, WriterOptions};
-use outpost::store::{Command, Outcome, Store, StoreOptions, Submission};
+use outpost::store::writer::{MergeOptions, WriterHandle};
+use outpost::store::{Store, StoreOptions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -75,27 +77,24 @@ fn expected(model: &[Known], q: &str) -> BTreeSet<String> {
 }
 
 fn found(store: &Store, q: &str) -> BTreeSet<String> {
-    store
-        .search(q, 10_000)
-        .expect("search")
-        .into_iter()
-        .map(|c| c.view.customer_ref)
-        .collect()
+    common::search_refs(store, q, 10_000).into_iter().collect()
 }
 
-fn start(store: &Store, merge: MergeOptions) -> (WriterHandle, std::thread::JoinHandle<()>) {
-    writer::spawn(
-        store.clone(),
-        WriterOptions {
-            store_id: "S0001".into(),
-            queue: 64,
-            group_commit_max: 16,
-            merge,
-            group_wait: Duration::from_micros(500),
-            replies_on: Some(tokio::runtime::Handle::current()),
-        },
-    )
-    .expect("spawn writer")
+/// Creates a customer through the writer, as the model knows it.
+async fn add(w: &WriterHandle, first: &str, last: &str, email: Option<String>) -> Known {
+    let fields = NewCustomer {
+        first_name: first.into(),
+        last_name: last.into(),
+        email,
+        phone: None,
+        customer_group: None,
+        language: None,
+    };
+    let (customer_ref, _) = common::submit_create(w, fields.clone()).await;
+    Known {
+        customer_ref,
+        fields,
+    }
 }
 
 fn prefix(rng: &mut StdRng, word: &str) -> String {
@@ -145,7 +144,7 @@ async fn run_seed(seed: u64) {
         chunk_entries: rng.gen_range(5..50),
         idle_after: Duration::from_millis(rng.gen_range(1..10)),
     };
-    let w = start(&store, merge);
+    let w = common::start_writer(&store, merge);
     let mut model = Vec::new();
     for i in 0..CUSTOMERS {
         let first = FIRST[rng.gen_range(0..FIRST.len())];
@@ -155,25 +154,7 @@ async fn run_seed(seed: u64) {
             1 => Some(format!("{}.{i}@example.ee", first.to_lowercase())),
             _ => Some(format!("c{i}@example.ee")),
         };
-        let fields = NewCustomer {
-            first_name: first.into(),
-            last_name: last.into(),
-            email,
-            phone: None,
-            customer_group: None,
-            language: None,
-        };
-        let out =
-            w.0.execute(Command::Submit(Submission::NewCustomer(fields.clone())))
-                .await
-                .expect("create");
-        let Outcome::Accepted { customer_ref, .. } = out else {
-            panic!("unexpected {out:?}");
-        };
-        model.push(Known {
-            customer_ref,
-            fields,
-        });
+        model.push(add(&w.0, first, last, email).await);
     }
     let queries: Vec<String> = (0..QUERIES).map(|_| query(&mut rng, &model)).collect();
     // Some terms merged, some still in the log.
@@ -211,28 +192,11 @@ async fn a_store_from_before_name_pairs_is_rebuilt_at_open() {
     let path = dir.path().join("outpost.redb");
     let options = StoreOptions::new(8 << 20);
     let store = Store::open(&path, &options).expect("open");
-    let w = start(&store, MergeOptions::default());
+    let w = common::start_writer(&store, MergeOptions::default());
     let mut model = Vec::new();
     for i in 0..40 {
-        let fields = NewCustomer {
-            first_name: FIRST[i % FIRST.len()].into(),
-            last_name: LAST[i % LAST.len()].into(),
-            email: Some(format!("c{i}@example.ee")),
-            phone: None,
-            customer_group: None,
-            language: None,
-        };
-        let out =
-            w.0.execute(Command::Submit(Submission::NewCustomer(fields.clone())))
-                .await
-                .expect("create");
-        let Outcome::Accepted { customer_ref, .. } = out else {
-            panic!("unexpected {out:?}");
-        };
-        model.push(Known {
-            customer_ref,
-            fields,
-        });
+        let email = Some(format!("c{i}@example.ee"));
+        model.push(add(&w.0, FIRST[i % FIRST.len()], LAST[i % LAST.len()], email).await);
     }
     drop(w.0);
     w.1.join().expect("writer");

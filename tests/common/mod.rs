@@ -656,3 +656,58 @@ pub fn fields(first: &str, last: &str, email: &str) -> outpost::domain::NewCusto
         language: None,
     }
 }
+
+/// A store's writer as the node starts it (store `S0001`, the node's group wait), with the
+/// small bounds of a test and the given merge settings.
+pub fn start_writer(
+    store: &outpost::store::Store,
+    merge: outpost::store::writer::MergeOptions,
+) -> (
+    outpost::store::writer::WriterHandle,
+    std::thread::JoinHandle<()>,
+) {
+    outpost::store::writer::spawn(
+        store.clone(),
+        outpost::store::writer::WriterOptions {
+            store_id: "S0001".into(),
+            queue: 64,
+            group_commit_max: 16,
+            merge,
+            group_wait: Duration::from_micros(
+                outpost::config::Limits::default().group_commit_wait_us,
+            ),
+            replies_on: Some(tokio::runtime::Handle::current()),
+        },
+    )
+    .expect("spawn writer")
+}
+
+/// Creates a customer through the writer: its temporary reference and the create's id.
+pub async fn submit_create(
+    writer: &outpost::store::writer::WriterHandle,
+    fields: outpost::domain::NewCustomer,
+) -> (String, outpost::domain::OperationId) {
+    use outpost::store::{Command, Outcome, Submission};
+    let out = writer
+        .execute(Command::Submit(Submission::NewCustomer(fields)))
+        .await
+        .expect("create acknowledged");
+    match out {
+        Outcome::Accepted {
+            customer_ref,
+            operation_id,
+            ..
+        } => (customer_ref, operation_id),
+        other => panic!("unexpected outcome {other:?}"),
+    }
+}
+
+/// The references of the customers a store's search finds, in its order.
+pub fn search_refs(store: &outpost::store::Store, q: &str, limit: usize) -> Vec<String> {
+    store
+        .search(q, limit)
+        .expect("search")
+        .into_iter()
+        .map(|c| c.view.customer_ref)
+        .collect()
+}
