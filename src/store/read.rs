@@ -131,10 +131,12 @@ impl Store {
         {
             let index = t(tx.open_table(schema::SEARCH))?;
             // A short first term (a first name, often) begins fewer distinct words.
-            let Some(pairs) = pairs_matching(&index, short, long)?
-                .map_or_else(|| pairs_matching(&index, long, short), |p| Ok(Some(p)))?
-            else {
-                return Ok(None);
+            let pairs = match pairs_matching(&index, short, long)? {
+                Some(pairs) => pairs,
+                None => match pairs_matching(&index, long, short)? {
+                    Some(pairs) => pairs,
+                    None => return Ok(None),
+                },
             };
             found.extend(pairs);
             // Each source up to its own cap: one that is full must not hide another.
