@@ -548,6 +548,18 @@ data_dir = "./data"
         assert!(e.to_string().contains("body_byte"), "{e}");
         let e = load(MINIMAL, &[("OUTPOST_HQ_URL", "ftp://x")]).unwrap_err();
         assert!(e.to_string().contains("hq.url"), "{e}");
+        let wait = |us: u32| {
+            load(
+                &format!("{MINIMAL}[limits]\ngroup_commit_wait_us = {us}\n"),
+                &[],
+            )
+        };
+        let e = wait(10_001).unwrap_err();
+        assert!(e.to_string().contains("limits.group_commit_wait_us"), "{e}");
+        assert!(
+            wait(10_000).is_ok() && wait(0).is_ok(),
+            "0 (never) to 10 ms"
+        );
     }
 
     #[test]

@@ -88,7 +88,7 @@ fn assert_index_exact(store: Store, path: &std::path::Path, customers: &[String]
         terms_of.insert(r.clone(), terms);
     }
     drop(store);
-    use redb::{ReadableDatabase, ReadableTable};
+    use redb::ReadableDatabase;
     let db = redb::Database::open(path).expect("open the file");
     let tx = db.begin_read().expect("read");
     let keys = tx.open_table(schema::CUSTOMER_KEYS).expect("key records");
@@ -102,12 +102,7 @@ fn assert_index_exact(store: Store, path: &std::path::Path, customers: &[String]
         assert_eq!(&stored, terms, "{when}: key record of {r}");
     }
     let index = tx.open_table(schema::SEARCH).expect("index");
-    let mut have = BTreeSet::new();
-    for row in index.iter().expect("iter") {
-        let (k, _) = row.expect("row");
-        let (term, customer) = k.value();
-        have.insert((term.to_string(), customer.to_string()));
-    }
+    let have = common::index_entries(&index);
     let missing: Vec<_> = want.difference(&have).take(5).collect();
     let left_over: Vec<_> = have.difference(&want).take(5).collect();
     assert!(

@@ -185,7 +185,7 @@ async fn searches_find_exactly_the_customers_whose_words_the_query_begins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_from_before_name_pairs_is_rebuilt_at_open() {
     use outpost::store::schema;
-    use redb::{ReadableDatabase, ReadableTable};
+    use redb::ReadableDatabase;
 
     let mut rng = StdRng::seed_from_u64(99);
     let dir = tempfile::tempdir().expect("temp dir");
@@ -260,11 +260,6 @@ async fn a_store_from_before_name_pairs_is_rebuilt_at_open() {
         .map(|v| v.value());
     assert_eq!(version, Some(schema::SCHEMA_VERSION));
     let index = tx.open_table(schema::SEARCH).expect("index");
-    let mut have = BTreeSet::new();
-    for row in index.iter().expect("iter") {
-        let (k, _) = row.expect("row");
-        let (term, customer) = k.value();
-        have.insert((term.to_string(), customer.to_string()));
-    }
+    let have = common::index_entries(&index);
     assert_eq!(have, want, "the index is exactly the views' terms");
 }

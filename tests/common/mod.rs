@@ -711,3 +711,16 @@ pub fn search_refs(store: &outpost::store::Store, q: &str, limit: usize) -> Vec<
         .map(|c| c.view.customer_ref)
         .collect()
 }
+
+/// Every (term, customer) entry of a store's main search index, read from an open table.
+pub fn index_entries(
+    index: &impl redb::ReadableTable<(&'static str, &'static str), ()>,
+) -> std::collections::BTreeSet<(String, String)> {
+    let mut have = std::collections::BTreeSet::new();
+    for row in index.iter().expect("iter") {
+        let (k, _) = row.expect("row");
+        let (term, customer) = k.value();
+        have.insert((term.to_string(), customer.to_string()));
+    }
+    have
+}
