@@ -72,8 +72,9 @@ impl Entry {
 }
 
 /// Entries in a few sorted runs, each at least twice as long as the next (the logarithmic
-/// method): a batch is sorted once and merged with its neighbours as they fill, so adding costs
-/// a few sequential moves per entry, and a lookup is one binary search per run.
+/// method) up to [`MAX_RUN_ENTRIES`]: a batch is sorted once and merged with its neighbours as
+/// they fill, so adding costs a few sequential moves per entry, and a lookup is one binary
+/// search per run.
 #[derive(Default)]
 struct Runs {
     runs: Vec<Vec<Entry>>,
@@ -89,7 +90,7 @@ impl Runs {
         self.len += batch.len();
         self.runs.push(batch);
         while let [.., older, newer] = self.runs.as_slice() {
-            if older.len() > 2 * newer.len() {
+            if older.len() > 2 * newer.len() || older.len() + newer.len() > MAX_RUN_ENTRIES {
                 break;
             }
             let (Some(newer), Some(older)) = (self.runs.pop(), self.runs.pop()) else {
@@ -99,6 +100,13 @@ impl Runs {
         }
     }
 }
+
+/// Longest run two runs are merged into. A merge of runs moves every entry of both while the
+/// writer holds the log's lock (no search reads it meanwhile, and the group waits to be
+/// answered): uncapped, the merge into a run of half a million entries took up to 28 ms, the
+/// slowest answers of P1. Capped, a merge moves at most this many (about 2 ms), and a log of
+/// the 524,288 entries a merge falls behind at most holds about 32 runs of this size.
+const MAX_RUN_ENTRIES: usize = 32_768;
 
 /// Merges two sorted runs; on equal keys the older run's entry comes first.
 fn merge_runs(older: Vec<Entry>, newer: Vec<Entry>) -> Vec<Entry> {
@@ -394,16 +402,22 @@ impl SearchLog {
         Ok(Some(MergeStep { end, last }))
     }
 
-    /// After the commit of a [`SearchLog::merge_chunk`]: the chunk's entries leave memory.
-    pub(crate) fn merged(&self, step: MergeStep) {
+    /// After the commit of a [`SearchLog::merge_chunk`]: the chunk's entries leave the
+    /// searches' view. After the last chunk, the whole merged log is handed back, for the caller
+    /// to free where it does not hold anyone up: a quarter of a million entries (two strings
+    /// each) took 40–140 ms to free, with the writer stalled and, under this lock, every search.
+    #[must_use = "the merged entries are freed where they are dropped"]
+    pub(crate) fn merged(&self, step: MergeStep) -> Option<MergedLog> {
         let mut state = self.write();
         if step.last {
-            if let Some(f) = state.frozen.take() {
-                state.merged_through = f.last_key;
-            }
-        } else if let Some(f) = &mut state.frozen {
+            let f = state.frozen.take()?;
+            state.merged_through = f.last_key;
+            return Some(MergedLog(f));
+        }
+        if let Some(f) = &mut state.frozen {
             f.merged = step.end;
         }
+        None
     }
 
     /// Forgets a merge whose chunk did not commit (it starts over from the log's rows).
@@ -449,6 +463,9 @@ pub(crate) fn append(
     Ok(Some(key - 1))
 }
 
+/// The entries of a finished merge, all in the main index now: only to be dropped.
+pub(crate) struct MergedLog(#[allow(dead_code)] Frozen);
+
 /// How far one committed merge chunk came.
 #[derive(Debug, Clone)]
 pub(crate) struct MergeStep {
@@ -468,5 +485,75 @@ impl Store {
     /// Term entries written by tills and not yet merged into the main search index.
     pub fn search_log_entries(&self) -> usize {
         self.search_log.entries()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(term: String, customer: &str, added: bool) -> Entry {
+        Entry {
+            term: term.into_boxed_str(),
+            customer: customer.into(),
+            added,
+        }
+    }
+
+    #[test]
+    fn runs_stay_sorted_capped_and_in_age_order_on_equal_keys() {
+        const BATCH: usize = 512;
+        const BATCHES: usize = 300;
+        let mut runs = Runs::default();
+        for b in 0..BATCHES {
+            // Terms spread over the key space; every batch also adds, then removes, one key
+            // that batch 0 added: the merge must see those in the order they were written.
+            let mut batch: Vec<Entry> = (0..BATCH - 1)
+                .map(|i| {
+                    entry(
+                        format!("t{:07}", (b * BATCH + i) * 7_919 % 1_000_003),
+                        "c",
+                        true,
+                    )
+                })
+                .collect();
+            batch.push(entry("same".into(), "c", b % 2 == 0));
+            batch.sort_by(|a, b| a.key().cmp(&b.key()));
+            runs.push_batch(batch);
+        }
+        assert_eq!(runs.len, BATCH * BATCHES);
+        assert_eq!(runs.runs.iter().map(Vec::len).sum::<usize>(), runs.len);
+        for run in &runs.runs {
+            assert!(run.len() <= MAX_RUN_ENTRIES, "a run of {}", run.len());
+            assert!(run.windows(2).all(|w| w[0].key() <= w[1].key()));
+        }
+        // Runs of at least half the cap, and the few smaller ones still growing.
+        let big = runs
+            .runs
+            .iter()
+            .filter(|r| r.len() > MAX_RUN_ENTRIES / 2)
+            .count();
+        assert!(runs.runs.len() <= big + 2 * (MAX_RUN_ENTRIES / BATCH).ilog2() as usize + 2);
+        let frozen = Frozen {
+            merged: vec![0; runs.runs.len()],
+            runs: runs.runs,
+            last_key: 0,
+            after_key: 0,
+        };
+        let (all, end) = frozen.next_chunk(BATCH * BATCHES);
+        assert_eq!(all.len(), BATCH * BATCHES);
+        assert!(
+            end.iter()
+                .zip(&frozen.runs)
+                .all(|(at, run)| *at == run.len())
+        );
+        assert!(all.windows(2).all(|w| w[0].key() <= w[1].key()));
+        let same: Vec<bool> = all
+            .iter()
+            .filter(|e| &*e.term == "same")
+            .map(|e| e.added)
+            .collect();
+        let written: Vec<bool> = (0..BATCHES).map(|b| b % 2 == 0).collect();
+        assert_eq!(same, written, "equal keys come oldest first");
     }
 }

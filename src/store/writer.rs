@@ -309,8 +309,7 @@ fn run(
             Next::Stop => break,
             Next::Idle => {
                 // Nothing merged while the log holds entries: the merge failed.
-                merge_failed =
-                    !merge_step(&store, &options.merge) && store.search_log.entries() > 0;
+                merge_failed = !merge_step(&store, &options) && store.search_log.entries() > 0;
                 continue;
             }
             Next::Job(job) => job,
@@ -356,13 +355,13 @@ fn run(
         }
         merge_failed = false;
         if store.search_log.merge_due(options.merge.start_at_entries) {
-            merge_step(&store, &options.merge);
+            merge_step(&store, &options);
             // Writes outpacing the merge (large groups, one chunk each): the log's memory is
             // bounded by merging more before the next group, as long as it is over twice its
             // threshold.
             let behind = 2 * options.merge.start_at_entries;
             for _ in 0..MAX_CATCH_UP_CHUNKS {
-                if store.search_log.entries() <= behind || !merge_step(&store, &options.merge) {
+                if store.search_log.entries() <= behind || !merge_step(&store, &options) {
                     break;
                 }
             }
@@ -408,10 +407,11 @@ enum Next {
 /// The index is derived from records already durable, so chunks commit without waiting for
 /// the disk, but for the last, which also drops the log rows merged. Returns whether a chunk
 /// was merged.
-fn merge_step(store: &Store, merge: &MergeOptions) -> bool {
+fn merge_step(store: &Store, options: &WriterOptions) -> bool {
     let result = (|| {
         let mut tx = store.begin_write()?;
-        let Some(step) = store.search_log.merge_chunk(&tx, merge.chunk_entries)? else {
+        let chunk = options.merge.chunk_entries;
+        let Some(step) = store.search_log.merge_chunk(&tx, chunk)? else {
             return Ok(None);
         };
         if !step.is_last() {
@@ -423,7 +423,9 @@ fn merge_step(store: &Store, merge: &MergeOptions) -> bool {
     })();
     match result {
         Ok(Some(step)) => {
-            store.search_log.merged(step);
+            if let Some(spent) = store.search_log.merged(step) {
+                free_elsewhere(options.replies_on.as_ref(), spent);
+            }
             true
         }
         Ok(None) => false,
@@ -433,6 +435,15 @@ fn merge_step(store: &Store, merge: &MergeOptions) -> bool {
             store.after_write_failure(e);
             false
         }
+    }
+}
+
+/// Drops `value` on the callers' runtime's blocking pool, or here when there is none: memory
+/// that takes long to free must not stall the writer.
+fn free_elsewhere<T: Send + 'static>(rt: Option<&tokio::runtime::Handle>, value: T) {
+    match rt {
+        Some(rt) => drop(rt.spawn_blocking(move || drop(value))),
+        None => drop(value),
     }
 }
 
