@@ -10,6 +10,7 @@ use super::gather::{Gather, GatherSignal};
 use super::hq_sync::{HqOutcome, StageReport};
 use super::schema::{self, encode};
 pub use super::search_log::MergeOptions;
+use super::search_log::MergedLog;
 use super::tables::Tables;
 use super::{Store, StoreError, now_ms};
 use crate::domain::view::{CustomerView, has_sub_record};
@@ -287,6 +288,7 @@ fn run(
             None
         }
     };
+    let freer = Freer::start();
     let mut jobs = Vec::with_capacity(options.group_commit_max);
     let mut reopens = store.reopens();
     // After a merge failed, merging waits for a quiet spell again instead of retrying at once.
@@ -309,7 +311,8 @@ fn run(
             Next::Stop => break,
             Next::Idle => {
                 // Nothing merged while the log holds entries: the merge failed.
-                merge_failed = !merge_step(&store, &options) && store.search_log.entries() > 0;
+                merge_failed =
+                    !merge_step(&store, &options, &freer) && store.search_log.entries() > 0;
                 continue;
             }
             Next::Job(job) => job,
@@ -355,13 +358,13 @@ fn run(
         }
         merge_failed = false;
         if store.search_log.merge_due(options.merge.start_at_entries) {
-            merge_step(&store, &options);
+            merge_step(&store, &options, &freer);
             // Writes outpacing the merge (large groups, one chunk each): the log's memory is
             // bounded by merging more before the next group, as long as it is over twice its
             // threshold.
             let behind = 2 * options.merge.start_at_entries;
             for _ in 0..MAX_CATCH_UP_CHUNKS {
-                if store.search_log.entries() <= behind || !merge_step(&store, &options) {
+                if store.search_log.entries() <= behind || !merge_step(&store, &options, &freer) {
                     break;
                 }
             }
@@ -407,7 +410,7 @@ enum Next {
 /// The index is derived from records already durable, so chunks commit without waiting for
 /// the disk, but for the last, which also drops the log rows merged. Returns whether a chunk
 /// was merged.
-fn merge_step(store: &Store, options: &WriterOptions) -> bool {
+fn merge_step(store: &Store, options: &WriterOptions, freer: &Freer) -> bool {
     let result = (|| {
         let mut tx = store.begin_write()?;
         let chunk = options.merge.chunk_entries;
@@ -424,7 +427,7 @@ fn merge_step(store: &Store, options: &WriterOptions) -> bool {
     match result {
         Ok(Some(step)) => {
             if let Some(spent) = store.search_log.merged(step) {
-                free_elsewhere(options.replies_on.as_ref(), spent);
+                freer.free(spent);
             }
             true
         }
@@ -438,12 +441,34 @@ fn merge_step(store: &Store, options: &WriterOptions) -> bool {
     }
 }
 
-/// Drops `value` on the callers' runtime's blocking pool, or here when there is none: memory
-/// that takes long to free must not stall the writer.
-fn free_elsewhere<T: Send + 'static>(rt: Option<&tokio::runtime::Handle>, value: T) {
-    match rt {
-        Some(rt) => drop(rt.spawn_blocking(move || drop(value))),
-        None => drop(value),
+/// A thread of the writer's that frees what takes long to free (a finished merge's entries, up
+/// to 140 ms), so that the writer goes on meanwhile. It holds one at a time; the writer frees
+/// one itself when the thread is still busy with the last, or could not be started.
+struct Freer(Option<std::sync::mpsc::SyncSender<MergedLog>>);
+
+impl Freer {
+    /// Starts the thread (the writer frees everything itself if it cannot).
+    fn start() -> Freer {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<MergedLog>(1);
+        let thread = std::thread::Builder::new()
+            .name("outpost-freer".into())
+            // Ends when the writer does (the sender is dropped).
+            .spawn(move || rx.iter().for_each(drop));
+        match thread {
+            Ok(_) => Freer(Some(tx)),
+            Err(e) => {
+                tracing::warn!(error = %e, "writer: no thread to free merged search terms; it frees them itself");
+                Freer(None)
+            }
+        }
+    }
+
+    /// Hands `spent` to the thread, or drops it here.
+    fn free(&self, spent: MergedLog) {
+        if let Some(tx) = &self.0 {
+            // Busy or gone: the error gives `spent` back, and it is dropped here.
+            let _ = tx.try_send(spent);
+        }
     }
 }
 
