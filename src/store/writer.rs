@@ -312,7 +312,7 @@ fn run(
             Next::Idle => {
                 // Nothing merged while the log holds entries: the merge failed.
                 merge_failed =
-                    !merge_step(&store, &options, &freer) && store.search_log.entries() > 0;
+                    !merge_step(&store, &options.merge, &freer) && store.search_log.entries() > 0;
                 continue;
             }
             Next::Job(job) => job,
@@ -358,13 +358,15 @@ fn run(
         }
         merge_failed = false;
         if store.search_log.merge_due(options.merge.start_at_entries) {
-            merge_step(&store, &options, &freer);
+            merge_step(&store, &options.merge, &freer);
             // Writes outpacing the merge (large groups, one chunk each): the log's memory is
             // bounded by merging more before the next group, as long as it is over twice its
             // threshold.
             let behind = 2 * options.merge.start_at_entries;
             for _ in 0..MAX_CATCH_UP_CHUNKS {
-                if store.search_log.entries() <= behind || !merge_step(&store, &options, &freer) {
+                if store.search_log.entries() <= behind
+                    || !merge_step(&store, &options.merge, &freer)
+                {
                     break;
                 }
             }
@@ -410,11 +412,10 @@ enum Next {
 /// The index is derived from records already durable, so chunks commit without waiting for
 /// the disk, but for the last, which also drops the log rows merged. Returns whether a chunk
 /// was merged.
-fn merge_step(store: &Store, options: &WriterOptions, freer: &Freer) -> bool {
+fn merge_step(store: &Store, merge: &MergeOptions, freer: &Freer) -> bool {
     let result = (|| {
         let mut tx = store.begin_write()?;
-        let chunk = options.merge.chunk_entries;
-        let Some(step) = store.search_log.merge_chunk(&tx, chunk)? else {
+        let Some(step) = store.search_log.merge_chunk(&tx, merge.chunk_entries)? else {
             return Ok(None);
         };
         if !step.is_last() {
@@ -442,14 +443,15 @@ fn merge_step(store: &Store, options: &WriterOptions, freer: &Freer) -> bool {
 }
 
 /// A thread of the writer's that frees what takes long to free (a finished merge's entries, up
-/// to 140 ms), so that the writer goes on meanwhile. It holds one at a time; the writer frees
-/// one itself when the thread is still busy with the last, or could not be started.
+/// to 140 ms), so that the writer goes on meanwhile. It takes one only while it waits for
+/// work (a rendezvous channel): the writer frees one itself when the thread is still busy with
+/// the last, or could not be started.
 struct Freer(Option<std::sync::mpsc::SyncSender<MergedLog>>);
 
 impl Freer {
     /// Starts the thread (the writer frees everything itself if it cannot).
     fn start() -> Freer {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<MergedLog>(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<MergedLog>(0);
         let thread = std::thread::Builder::new()
             .name("outpost-freer".into())
             // Ends when the writer does (the sender is dropped).
