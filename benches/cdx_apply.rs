@@ -17,6 +17,7 @@ use outpost::store::cdx::HeldPackage;
 use outpost::store::writer::Command;
 
 fn main() {
+    outpost::process::configure_allocator();
     let total = common::scaled(1_000_000, 10_000);
     let dir = common::scratch_dir();
     let store = common::open_store(&dir.path().join("bench.redb"));

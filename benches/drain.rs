@@ -19,6 +19,7 @@ use outpost::store::OpFilter;
 use outpost::sync::{SyncConfig, SyncTasks};
 
 fn main() {
+    outpost::process::configure_allocator();
     let total = common::scaled(100_000, 2_000) / 64 * 64;
     let dir = common::scratch_dir();
     let store = common::open_store(&dir.path().join("bench.redb"));

@@ -68,6 +68,7 @@ fn sqlite(total: usize, group_commit_max: usize) -> f64 {
 }
 
 fn main() {
+    outpost::process::configure_allocator();
     let group_total = common::scaled(200_000, 6_400);
     let single_total = common::scaled(5_000, 640);
     let dir = common::scratch_dir();

@@ -42,6 +42,7 @@ fn scenario(jitter: RetryJitter) -> FleetReport {
 }
 
 fn main() {
+    outpost::process::configure_allocator();
     let nodes = common::scaled(50, 5);
     let none = scenario(RetryJitter::None);
     let full = scenario(RetryJitter::Full);

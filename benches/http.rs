@@ -26,6 +26,7 @@ fn merge(a: &Load, b: &Load) -> (f64, f64, f64, f64) {
 }
 
 fn main() {
+    outpost::process::configure_allocator();
     let secs = (10.0 * common::scale()).clamp(2.0, 10.0);
     let duration = Duration::from_secs_f64(secs);
     let warmup = Duration::from_secs(1);

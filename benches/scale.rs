@@ -147,8 +147,6 @@ fn search_path(k: usize, cached: usize, local: usize) -> String {
 
 /// Child: serve the P5 mix in process and over HTTP for a while, then print peak RSS.
 fn child_serve(path: &Path) {
-    // The process set up as the node's `main` sets it up.
-    outpost::process::cap_malloc_arenas();
     let (cached, local) = sizes();
     let store = open(path, false);
     let rt = common::runtime();
@@ -315,6 +313,7 @@ fn ready_ms(path: &Path, quick_repair: bool) -> (f64, f64) {
 }
 
 fn main() {
+    outpost::process::configure_allocator();
     let args: Vec<String> = std::env::args().collect();
     let arg = |k: usize| args.get(k).map(String::as_str);
     match arg(1) {

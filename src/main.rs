@@ -74,8 +74,11 @@ struct HqSimArgs {
     enable_async: bool,
 }
 
+#[global_allocator]
+static ALLOCATOR: outpost::process::Allocator = outpost::process::Allocator;
+
 fn main() -> std::process::ExitCode {
-    outpost::process::cap_malloc_arenas();
+    outpost::process::configure_allocator();
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -18,6 +18,11 @@ use outpost::store::cdx::{HeldPackage, HqCopy, JOB_CHANNEL, JOB_CUSTOMERS, JOB_G
 use outpost::store::writer::{self, Command, Submission, WriterHandle, WriterOptions};
 use outpost::store::{Store, StoreOptions};
 
+/// The node's allocator (`outpost::process`): each bench's `main` calls
+/// `outpost::process::configure_allocator()` first, as the node's does.
+#[global_allocator]
+static ALLOCATOR: outpost::process::Allocator = outpost::process::Allocator;
+
 /// Workload scale from `OUTPOST_BENCH_SCALE` (1.0 = full size).
 pub fn scale() -> f64 {
     std::env::var("OUTPOST_BENCH_SCALE")

@@ -226,8 +226,7 @@ impl Store {
     /// Runs `read` (reads of this store) on tokio's blocking pool, at most
     /// [`StoreOptions::max_concurrent_reads`] at once; the others wait for a turn without a
     /// thread. Bounding the threads that read at once bounds the memory the allocator keeps
-    /// for them: glibc gives each thread that finds the others' arenas busy an arena of its own,
-    /// and 64 tills searching at once held over 100 MB more this way (P7).
+    /// for them (with glibc's arenas, 64 tills searching at once held over 100 MB more, P7).
     pub async fn read<T, F>(&self, read: F) -> Result<T, tokio::task::JoinError>
     where
         F: FnOnce(&Store) -> T + Send + 'static,
