@@ -2,8 +2,8 @@
 //!
 //! The node's allocator is mimalloc: against glibc's malloc (capped at two arenas for memory)
 //! it halved the p999 of the creates over HTTP, and made the searches over HTTP about 10% and
-//! the in-process creates about 3% faster (`docs/performance.md`, step 24). The binary and the benches
-//! install it the same way:
+//! the in-process creates about 3% faster (`docs/performance.md`, step 24). The binary and the
+//! benches install it the same way:
 //!
 //! ```ignore
 //! #[global_allocator]
@@ -18,7 +18,7 @@ pub use mimalloc::MiMalloc as Allocator;
 
 /// How long mimalloc keeps freed memory before it gives it back to the OS, in milliseconds.
 /// Its default (1 s) kept the P7 process at 198 MiB against 118 MiB with glibc; 2 ms keeps it
-/// at about 138 MiB and most of the speed (0 ms: 129 MiB, and the search rate of glibc).
+/// at about 138 MiB and part of the search rate gained (0 ms: 129 MiB, and glibc's rate).
 pub const PURGE_DELAY_MS: c_long = 2;
 
 /// `mi_option_purge_delay`: its place in `mi_option_e` of the mimalloc that the pinned
