@@ -357,6 +357,7 @@ impl SearchLog {
         let verify = state.verify_through > frozen.after_key;
         // Each customer's key record as it is now, read once per chunk.
         let mut current: HashMap<&str, Option<Vec<u8>>> = HashMap::new();
+        let mut writes = Vec::with_capacity(chunk.len());
         for Entry {
             term,
             customer,
@@ -383,13 +384,9 @@ impl SearchLog {
             } else {
                 *added
             };
-            let key = (&**term, &**customer);
-            if has {
-                index.insert(key, ()).map_err(StoreError::db)?;
-            } else {
-                index.remove(key).map_err(StoreError::db)?;
-            }
+            writes.push(((&**term, &**customer), has));
         }
+        super::tables::write_terms_sorted(&mut index, &writes)?;
         let last = end
             .iter()
             .zip(&frozen.runs)

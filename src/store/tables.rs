@@ -1,7 +1,9 @@
 //! The tables of one write transaction, and the primitive writes every command is made of
 //! (each keeps the operation indexes and the search index in step).
 
-use redb::{ReadableTable, Table, WriteTransaction};
+use std::ops::Bound;
+
+use redb::{CursorError, ReadableTable, Table, WriteTransaction};
 
 use super::StoreError;
 use super::schema::{self, decode, encode};
@@ -82,15 +84,11 @@ impl<'tx> Tables<'tx> {
         // Stable: writes of the same key keep their order, so the last one wins.
         writes.sort_by(|a, b| (a.0.as_str(), a.1.as_str()).cmp(&(b.0.as_str(), b.1.as_str())));
         self.wrote_index |= !writes.is_empty();
-        for (term, key, insert) in &writes {
-            let k = (term.as_str(), key.as_str());
-            if *insert {
-                self.search.insert(k, ()).map_err(StoreError::db)?;
-            } else {
-                self.search.remove(k).map_err(StoreError::db)?;
-            }
-        }
-        Ok(())
+        let writes: Vec<_> = writes
+            .iter()
+            .map(|(term, key, insert)| ((term.as_str(), key.as_str()), *insert))
+            .collect();
+        write_terms_sorted(&mut self.search, &writes)
     }
 
     /// Records that `customer` lost the terms `removed` and gained `added`: in key order with
@@ -445,5 +443,139 @@ impl<'tx> Tables<'tx> {
             self.accounts.insert(acc, key).map_err(StoreError::db)?;
         }
         Ok(())
+    }
+}
+
+/// Applies search index writes given in key order (for one key, in the order they were made):
+/// `true` puts the (term, customer) pair in, `false` takes it out.
+///
+/// A run of inserts that all fall between the same two entries of the index (a bulk apply into
+/// an empty index, a term many new customers share, numbers handed out in order) goes in
+/// through a cursor, which redb splices in leaf by leaf: about a sixth of the cost of inserting
+/// each key (measured in the 1010 apply). A cursor costs about four plain inserts to open and
+/// close, so a short run is inserted key by key.
+pub(crate) fn write_terms_sorted(
+    index: &mut Table<'_, (&'static str, &'static str), ()>,
+    writes: &[((&str, &str), bool)],
+) -> Result<(), StoreError> {
+    let mut at = 0;
+    while let Some(&(key, insert)) = writes.get(at) {
+        if !insert {
+            index.remove(key).map_err(StoreError::db)?;
+            at += 1;
+            continue;
+        }
+        // The inserts from `at` on that come before the index's next entry share one gap.
+        let (end, present) = {
+            let mut after = index.range(key..).map_err(StoreError::db)?;
+            let next = after.next().transpose().map_err(StoreError::db)?;
+            let next = next.as_ref().map(|(k, _)| k.value());
+            let in_gap =
+                |(k, insert): &((&str, &str), bool)| *insert && next.is_none_or(|n| *k < n);
+            let len = writes[at..].iter().take_while(|w| in_gap(w)).count();
+            (at + len, next == Some(key))
+        };
+        if present {
+            // The index holds the pair already; the keys after it start a gap of their own.
+            at += 1;
+            continue;
+        }
+        if end - at < CURSOR_RUN_MIN {
+            for (key, _) in &writes[at..end] {
+                index.insert(*key, ()).map_err(StoreError::db)?;
+            }
+        } else {
+            let mut cursor = index
+                .lower_bound_mut(Bound::Included(key))
+                .map_err(StoreError::db)?;
+            for (key, _) in &writes[at..end] {
+                match cursor.insert_before(*key, ()) {
+                    // The key just put in, given twice.
+                    Ok(()) | Err(CursorError::UnorderedKey) => {}
+                    Err(e) => return Err(StoreError::db(e)),
+                }
+            }
+            cursor.close().map_err(StoreError::db)?;
+        }
+        at = end;
+    }
+    Ok(())
+}
+
+/// Shortest run of inserts into one gap that goes through a cursor (see
+/// [`write_terms_sorted`]).
+const CURSOR_RUN_MIN: usize = 8;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+    use redb::{Database, ReadableDatabase, ReadableTable};
+
+    use super::write_terms_sorted;
+    use crate::store::schema::SEARCH;
+
+    /// The index after `writes` (sorted, as the callers give them) on top of `existing`, read
+    /// back from a real redb file.
+    fn apply(
+        existing: &BTreeSet<(String, String)>,
+        writes: &[((String, String), bool)],
+    ) -> BTreeSet<(String, String)> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = Database::create(dir.path().join("t.redb")).expect("db");
+        let tx = db.begin_write().expect("tx");
+        {
+            let mut index = tx.open_table(SEARCH).expect("table");
+            for (t, c) in existing {
+                index.insert((t.as_str(), c.as_str()), ()).expect("insert");
+            }
+            let writes: Vec<_> = writes
+                .iter()
+                .map(|((t, c), insert)| ((t.as_str(), c.as_str()), *insert))
+                .collect();
+            write_terms_sorted(&mut index, &writes).expect("writes");
+        }
+        tx.commit().expect("commit");
+        let tx = db.begin_read().expect("read");
+        let index = tx.open_table(SEARCH).expect("table");
+        index
+            .iter()
+            .expect("iter")
+            .map(|e| {
+                let (k, _) = e.expect("entry");
+                let (t, c) = k.value();
+                (t.to_string(), c.to_string())
+            })
+            .collect()
+    }
+
+    /// A key from a small space, so that writes meet existing keys, each other, and long runs.
+    fn key() -> impl Strategy<Value = (String, String)> {
+        (0u8..6, 0u16..400).prop_map(|(t, c)| (format!("t{t}"), format!("C{c:04}")))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Whatever the mix of runs, single keys, duplicates, keys present already and
+        /// removals, the index ends as a set applying the writes in order would.
+        #[test]
+        fn sorted_writes_leave_the_index_as_a_set_would(
+            existing in proptest::collection::btree_set(key(), 0..300),
+            mut writes in proptest::collection::vec((key(), proptest::bool::weighted(0.85)), 0..600),
+        ) {
+            // Sorted by key, stable: writes of one key keep their order, as the callers'.
+            writes.sort_by(|a, b| a.0.cmp(&b.0));
+            let mut model = existing.clone();
+            for (k, insert) in &writes {
+                if *insert {
+                    model.insert(k.clone());
+                } else {
+                    model.remove(k);
+                }
+            }
+            prop_assert_eq!(apply(&existing, &writes), model);
+        }
     }
 }
