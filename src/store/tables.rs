@@ -451,7 +451,7 @@ impl<'tx> Tables<'tx> {
 ///
 /// A run of inserts that all fall between the same two entries of the index (a bulk apply into
 /// an empty index, a term many new customers share, numbers handed out in order) goes in
-/// through a cursor, which redb splices in leaf by leaf: about a sixth of the cost of inserting
+/// through a cursor, which redb splices in leaf by leaf: about a third of the cost of inserting
 /// each key (measured in the 1010 apply). A cursor costs about four plain inserts to open and
 /// close, so a short run is inserted key by key.
 pub(crate) fn write_terms_sorted(
