@@ -1,7 +1,8 @@
 //! Name pairs in the search index (`domain::search`): a search finds exactly the customers
 //! whose every query term begins one of their words (names split into words, e-mail,
 //! reference), whether the customers' terms are still in the search terms log, merged into the
-//! main index, or read back after the store was opened again.
+//! main index, or read back after the store was opened again; and after a store file of an
+//! older layout was upgraded at open.
 //!
 //! A seeded model: customers with names of one to eight words drawn from a small vocabulary
 //! (so words begin one another: "mari", "marika"), some e-mails that begin with a name word;
@@ -262,4 +263,139 @@ async fn a_store_from_before_name_pairs_is_rebuilt_at_open() {
     let index = tx.open_table(schema::SEARCH).expect("index");
     let have = common::index_entries(&index);
     assert_eq!(have, want, "the index is exactly the views' terms");
+}
+
+/// A store of schema 5 (the tables keyed by customer reference in byte order, where "T10"
+/// comes before "T2") is upgraded at open: the same rows under the same names, now in
+/// reference order, every customer read and found as before, and new creates go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_with_tables_in_byte_order_is_put_in_reference_order_at_open() {
+    use outpost::store::schema;
+    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("outpost.redb");
+    let options = StoreOptions::new(8 << 20);
+    let store = Store::open(&path, &options).expect("open");
+    let w = common::start_writer(&store, MergeOptions::default());
+    let mut model = Vec::new();
+    for i in 0..25 {
+        let email = Some(format!("c{i}@example.ee"));
+        model.push(add(&w.0, FIRST[i % FIRST.len()], LAST[i % LAST.len()], email).await);
+    }
+    drop(w.0);
+    w.1.join().expect("writer");
+    drop(store);
+
+    /// Rewrites a table's rows into a table of the same name keyed as schema 5 kept it.
+    fn to_byte_order<K: redb::Key + 'static, V: redb::Value + 'static, OK: redb::Key + 'static>(
+        tx: &redb::WriteTransaction,
+        now: TableDefinition<K, V>,
+        old: TableDefinition<OK, V>,
+        rows: impl Fn(&redb::Table<'_, K, V>, &mut redb::Table<'_, OK, V>),
+    ) {
+        let temp: TableDefinition<OK, V> = TableDefinition::new("downgrading");
+        {
+            let table = tx.open_table(now).expect("table");
+            let mut target = tx.open_table(temp).expect("temp");
+            rows(&table, &mut target);
+        }
+        tx.delete_table(now).expect("delete");
+        tx.rename_table(temp, old).expect("rename");
+    }
+    let mut counts = Vec::new();
+    {
+        let db = redb::Database::create(&path).expect("raw open");
+        let tx = db.begin_write().expect("write");
+        for def in [
+            schema::CUSTOMERS,
+            schema::CUSTOMER_KEYS,
+            schema::CUSTOMER_BASES,
+        ] {
+            let old = TableDefinition::<&str, &[u8]>::new(redb::TableHandle::name(&def));
+            to_byte_order(&tx, def, old, |from, to| {
+                for row in from.iter().expect("iter") {
+                    let (k, v) = row.expect("row");
+                    to.insert(k.value(), v.value()).expect("insert");
+                }
+            });
+        }
+        let old = TableDefinition::<(&str, u64), u8>::new("customer_operations");
+        to_byte_order(&tx, schema::CUSTOMER_OPS, old, |from, to| {
+            for row in from.iter().expect("iter") {
+                let (k, v) = row.expect("row");
+                to.insert(k.value(), v.value()).expect("insert");
+            }
+        });
+        {
+            let views = tx
+                .open_table(TableDefinition::<&str, &[u8]>::new("customers"))
+                .expect("old views");
+            let keys: Vec<String> = views
+                .iter()
+                .expect("iter")
+                .map(|r| r.expect("row").0.value().to_string())
+                .collect();
+            assert_eq!(keys.len(), model.len());
+            assert!(keys[1].ends_with("-T10"), "byte order: {keys:?}");
+            counts.push(keys.len());
+            let mut meta = tx.open_table(schema::META).expect("meta");
+            meta.insert(schema::SCHEMA_KEY, 5).expect("version");
+        }
+        tx.commit().expect("commit");
+    }
+
+    let store = Store::open(&path, &options).expect("open upgraded");
+    let mut rng = StdRng::seed_from_u64(5);
+    let queries: Vec<String> = (0..60).map(|_| query(&mut rng, &model)).collect();
+    check(&store, &model, &queries, "upgraded from byte order");
+    for k in &model {
+        let got = store
+            .customer(&k.customer_ref)
+            .expect("read")
+            .expect("customer");
+        assert_eq!(got.view.fields.first_name, k.fields.first_name);
+    }
+    let w = common::start_writer(&store, MergeOptions::default());
+    model.push(add(&w.0, "Uus", "Klient", None).await);
+    drop(w.0);
+    w.1.join().expect("writer");
+    check(&store, &model, &queries, "a create after the upgrade");
+    drop(store);
+
+    let db = redb::Database::open(&path).expect("raw open");
+    let tx = db.begin_read().expect("read");
+    let version = tx
+        .open_table(schema::META)
+        .expect("meta")
+        .get(schema::SCHEMA_KEY)
+        .expect("get")
+        .map(|v| v.value());
+    assert_eq!(version, Some(schema::SCHEMA_VERSION));
+    let views = tx
+        .open_table(schema::CUSTOMERS)
+        .expect("views in reference order");
+    let keys: Vec<String> = views
+        .iter()
+        .expect("iter")
+        .map(|r| r.expect("row").0.value().to_string())
+        .collect();
+    let mut handed_out: Vec<String> = model.iter().map(|k| k.customer_ref.clone()).collect();
+    handed_out.sort_by_key(|r| r.rsplit('T').next().and_then(|n| n.parse::<u64>().ok()));
+    assert_eq!(keys, handed_out, "every customer, in the order handed out");
+    let ops = tx
+        .open_table(schema::CUSTOMER_OPS)
+        .expect("operations by customer");
+    for k in &model {
+        let key = k.customer_ref.as_str();
+        let n = ops
+            .range((key, 0)..=(key, u64::MAX))
+            .expect("range")
+            .count();
+        assert_eq!(n, 1, "{key}: its create");
+    }
+    for def in [schema::CUSTOMER_KEYS, schema::CUSTOMER_BASES] {
+        tx.open_table(def).expect("in reference order");
+    }
+    assert_eq!(counts, vec![model.len() - 1]);
 }

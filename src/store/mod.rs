@@ -150,18 +150,20 @@ impl Store {
                         .map_err(StoreError::db)?;
                 }
                 Some(v) if v == schema::SCHEMA_VERSION => {}
-                // The version is written once the terms are rebuilt: an upgrade cut short
-                // starts over at the next open.
-                Some(v)
-                    if (schema::SCHEMA_UPGRADES_FROM..schema::TERMS_REBUILT_BEFORE)
-                        .contains(&v) =>
-                {
-                    rebuild_terms = true;
-                }
-                // The newer layout only adds tables, opened below.
                 Some(v) if (schema::SCHEMA_UPGRADES_FROM..schema::SCHEMA_VERSION).contains(&v) => {
-                    meta.insert(schema::SCHEMA_KEY, schema::SCHEMA_VERSION)
-                        .map_err(StoreError::db)?;
+                    if v < schema::REF_ORDER_BEFORE {
+                        // In this transaction, before the tables are opened as they are now.
+                        upgrade::order_tables_by_ref(&tx)?;
+                    }
+                    if v < schema::TERMS_REBUILT_BEFORE {
+                        // The version is written once the terms are rebuilt: an upgrade cut
+                        // short starts over at the next open.
+                        rebuild_terms = true;
+                    } else {
+                        // Otherwise the newer layout only adds tables, opened below.
+                        meta.insert(schema::SCHEMA_KEY, schema::SCHEMA_VERSION)
+                            .map_err(StoreError::db)?;
+                    }
                 }
                 Some(v) => {
                     return Err(StoreError::Damaged {

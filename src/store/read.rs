@@ -332,7 +332,7 @@ fn pairs_matching(
 }
 
 fn sync_state(
-    customer_ops: &ReadOnlyTable<(&'static str, u64), u8>,
+    customer_ops: &ReadOnlyTable<(schema::CustomerRef, u64), u8>,
     customer_ref: &str,
 ) -> Result<SyncState, StoreError> {
     let mut states = Vec::new();

@@ -8,7 +8,9 @@
 //! A new table must also be listed in `backup::each_table`, or backups would lack it (a test
 //! there checks that a fresh store holds exactly the tables listed).
 
-use redb::TableDefinition;
+use std::cmp::Ordering;
+
+use redb::{Key, TableDefinition, TypeName, Value};
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::StoreError;
@@ -23,14 +25,15 @@ pub const OP_IDS: TableDefinition<u128, u64> = TableDefinition::new("operation_i
 pub const OPS_BY_STATE: TableDefinition<(u8, u64), ()> =
     TableDefinition::new("operations_by_state");
 /// Customer reference → materialised customer view.
-pub const CUSTOMERS: TableDefinition<&str, &[u8]> = TableDefinition::new("customers");
+pub const CUSTOMERS: TableDefinition<CustomerRef, &[u8]> = TableDefinition::new("customers");
 /// Customer reference → the customer's key record ([`encode_keys`]): what a search checks
 /// and ranks candidates by.
-pub const CUSTOMER_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("customer_keys");
+pub const CUSTOMER_KEYS: TableDefinition<CustomerRef, &[u8]> =
+    TableDefinition::new("customer_keys");
 /// (customer reference, sequence number) → the operation's state code: each customer's
 /// operations in order, with their states, so a customer's sync state is read without decoding
 /// its operations.
-pub const CUSTOMER_OPS: TableDefinition<(&str, u64), u8> =
+pub const CUSTOMER_OPS: TableDefinition<(CustomerRef, u64), u8> =
     TableDefinition::new("customer_operations");
 /// (folded search term, customer reference): the main search index.
 pub const SEARCH: TableDefinition<(&str, &str), ()> = TableDefinition::new("search_terms");
@@ -42,19 +45,109 @@ pub const ACCOUNTS: TableDefinition<&str, &str> = TableDefinition::new("account_
 
 /// Customer reference → the customer as of its pruned (confirmed) operations: the base that
 /// the operations still held are folded onto when a view is rebuilt.
-pub const CUSTOMER_BASES: TableDefinition<&str, &[u8]> = TableDefinition::new("customer_bases");
+pub const CUSTOMER_BASES: TableDefinition<CustomerRef, &[u8]> =
+    TableDefinition::new("customer_bases");
 
 /// CDX job number → the package held (JSON: version, when it arrived, its body).
 pub const CDX_JOBS: TableDefinition<u32, &[u8]> = TableDefinition::new("cdx_jobs");
 
 /// Version of the layout above; bumped on change (2: customer operations carry their state;
-/// 3: customer key records; 4: the search terms log; 5: name words indexed in pairs).
-pub const SCHEMA_VERSION: u64 = 5;
+/// 3: customer key records; 4: the search terms log; 5: name words indexed in pairs; 6: the
+/// tables keyed by customer reference order it as [`CustomerRef`] does).
+pub const SCHEMA_VERSION: u64 = 6;
 /// The oldest version this build upgrades in place (4 added a table; 5 rebuilds the search
 /// index and key records from the customers' views, see `store::upgrade`).
 pub const SCHEMA_UPGRADES_FROM: u64 = 3;
 /// The versions whose search terms are rebuilt on upgrade: those before name pairs.
 pub const TERMS_REBUILT_BEFORE: u64 = 5;
+
+/// The versions whose tables keyed by customer reference are in plain byte order (`&str`), and
+/// are copied into [`CustomerRef`] order on upgrade.
+pub const REF_ORDER_BEFORE: u64 = 6;
+
+/// A customer reference as a table key: stored as its UTF-8 bytes (as `&str` is), ordered with
+/// each run of digits compared as a number, shorter runs first ("S0001-T9" before "S0001-T10").
+///
+/// Temporary references are handed out in sequence (`S0001-T{seq}`). In byte order each new
+/// one lands inside the tree ("T100000" sorts between "T10000" and "T10001"): every create
+/// rebuilt a leaf in the middle of three tables and split it in halves that nothing filled
+/// again, so those tables held twice the pages and each group commit wrote twice as many. In
+/// this order a new reference is the greatest, and redb appends it to a packed leaf.
+#[derive(Debug)]
+pub struct CustomerRef;
+
+impl Value for CustomerRef {
+    type SelfType<'a>
+        = &'a str
+    where
+        Self: 'a;
+    type AsBytes<'a>
+        = &'a str
+    where
+        Self: 'a;
+
+    fn fixed_width() -> Option<usize> {
+        None
+    }
+
+    fn from_bytes<'a>(data: &'a [u8]) -> &'a str
+    where
+        Self: 'a,
+    {
+        <&str as Value>::from_bytes(data)
+    }
+
+    fn as_bytes<'a, 'b: 'a>(value: &'a &'b str) -> &'a str
+    where
+        Self: 'b,
+    {
+        value
+    }
+
+    fn type_name() -> TypeName {
+        TypeName::new("outpost::CustomerRef")
+    }
+}
+
+impl Key for CustomerRef {
+    fn compare(data1: &[u8], data2: &[u8]) -> Ordering {
+        numeric_order(data1, data2)
+    }
+}
+
+/// Byte order, but for runs of ASCII digits, which compare by length first and then by their
+/// bytes (leading zeros count, so distinct strings never compare equal: a total order, the
+/// byte order of the strings with each digit run prefixed by its length).
+pub fn numeric_order(a: &[u8], b: &[u8]) -> Ordering {
+    let (mut i, mut j) = (0, 0);
+    loop {
+        let (x, y) = match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) => (*x, *y),
+            (x, y) => return x.is_some().cmp(&y.is_some()),
+        };
+        if x.is_ascii_digit() && y.is_ascii_digit() {
+            let run_a = digit_run(&a[i..]);
+            let run_b = digit_run(&b[j..]);
+            let by_number = run_a.len().cmp(&run_b.len()).then_with(|| run_a.cmp(run_b));
+            if by_number.is_ne() {
+                return by_number;
+            }
+            i += run_a.len();
+            j += run_b.len();
+        } else if x != y {
+            return x.cmp(&y);
+        } else {
+            i += 1;
+            j += 1;
+        }
+    }
+}
+
+/// The ASCII digits `bytes` begins with.
+fn digit_run(bytes: &[u8]) -> &[u8] {
+    let len = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    &bytes[..len]
+}
 
 /// Key in [`META`] of the next operation sequence number.
 pub const NEXT_SEQ: &str = "next_seq";
@@ -225,6 +318,56 @@ mod tests {
             decode_term_change(&encode_term_change(&empty).unwrap()).unwrap(),
             empty
         );
+    }
+
+    /// The order [`numeric_order`] stands for: each digit run prefixed by its length.
+    fn with_run_lengths(s: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut rest = s.as_bytes();
+        while let Some(first) = rest.first() {
+            let run = if first.is_ascii_digit() {
+                digit_run(rest).len()
+            } else {
+                0
+            };
+            if run > 0 {
+                out.extend_from_slice(format!("{run:04}").as_bytes());
+                out.extend_from_slice(&rest[..run]);
+                rest = &rest[run..];
+            } else {
+                out.push(*first);
+                rest = &rest[1..];
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn temporary_references_sort_in_the_order_they_are_handed_out() {
+        let refs: Vec<String> = (1..=2_000).map(|n| format!("S0001-T{n}")).collect();
+        assert!(
+            refs.windows(2)
+                .all(|w| numeric_order(w[0].as_bytes(), w[1].as_bytes()).is_lt())
+        );
+        assert!(numeric_order(b"S0001-T1", b"S0002-T1").is_lt());
+        assert!(numeric_order(b"T01", b"T1").is_gt(), "leading zeros count");
+        assert!(numeric_order(b"T1", b"T1a").is_lt());
+        assert!(numeric_order(b"C000001", b"C000002").is_lt());
+        assert_eq!(numeric_order(b"", b""), Ordering::Equal);
+    }
+
+    proptest::proptest! {
+        /// A total order, equal only for equal strings: the byte order of the strings with
+        /// each digit run prefixed by its length.
+        #[test]
+        fn numeric_order_is_the_order_of_the_run_prefixed_strings(
+            a in "[0-9a-cT-]{0,12}",
+            b in "[0-9a-cT-]{0,12}",
+        ) {
+            let want = with_run_lengths(&a).cmp(&with_run_lengths(&b));
+            proptest::prop_assert_eq!(numeric_order(a.as_bytes(), b.as_bytes()), want);
+            proptest::prop_assert_eq!(want.is_eq(), a == b);
+        }
     }
 
     #[test]

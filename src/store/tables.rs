@@ -6,7 +6,7 @@ use std::ops::Bound;
 use redb::{CursorError, ReadableTable, Table, WriteTransaction};
 
 use super::StoreError;
-use super::schema::{self, decode, encode};
+use super::schema::{self, CustomerRef, decode, encode};
 use crate::domain::operation::OpError;
 use crate::domain::search;
 use crate::domain::view::CustomerView;
@@ -18,12 +18,12 @@ pub(crate) struct Tables<'tx> {
     pub ops: Table<'tx, u64, &'static [u8]>,
     pub op_ids: Table<'tx, u128, u64>,
     pub by_state: Table<'tx, (u8, u64), ()>,
-    pub customers: Table<'tx, &'static str, &'static [u8]>,
-    pub customer_keys: Table<'tx, &'static str, &'static [u8]>,
-    pub customer_ops: Table<'tx, (&'static str, u64), u8>,
+    pub customers: Table<'tx, CustomerRef, &'static [u8]>,
+    pub customer_keys: Table<'tx, CustomerRef, &'static [u8]>,
+    pub customer_ops: Table<'tx, (CustomerRef, u64), u8>,
     pub search: Table<'tx, (&'static str, &'static str), ()>,
     pub accounts: Table<'tx, &'static str, &'static str>,
-    pub bases: Table<'tx, &'static str, &'static [u8]>,
+    pub bases: Table<'tx, CustomerRef, &'static [u8]>,
     pub cdx_jobs: Table<'tx, u32, &'static [u8]>,
     /// Search index writes held back to be applied in key order (bulk applies): (term,
     /// customer reference, insert or remove), in the order they were made.

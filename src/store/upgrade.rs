@@ -1,7 +1,10 @@
 //! In-place upgrades of a store file of an older layout, made at open before anything else
 //! touches the file.
 
-use redb::ReadableTable;
+use redb::{
+    Key, ReadableTable, ReadableTableMetadata, TableDefinition, TableError, TableHandle, Value,
+    WriteTransaction,
+};
 
 use super::schema::{self, decode};
 use super::{Store, StoreError};
@@ -83,4 +86,64 @@ pub(crate) fn rebuild_terms(store: &Store) -> Result<(), StoreError> {
         "store upgraded: search index and key records rebuilt for name pairs"
     );
     Ok(())
+}
+
+/// Copies the tables keyed by customer reference, in byte order up to schema 5, into tables in
+/// [`schema::CustomerRef`] order under the same names, in `tx`. A table already in that order is left
+/// as it is (an upgrade from before schema 5 that was cut short after this step). Returns the
+/// rows copied.
+pub(crate) fn order_tables_by_ref(tx: &WriteTransaction) -> Result<u64, StoreError> {
+    let mut copied = 0;
+    for (name, temp) in [
+        (schema::CUSTOMERS, "customers.v6"),
+        (schema::CUSTOMER_KEYS, "customer_keys.v6"),
+        (schema::CUSTOMER_BASES, "customer_bases.v6"),
+    ] {
+        let old = TableDefinition::<&str, &[u8]>::new(name.name());
+        copied += reorder(tx, old, TableDefinition::new(temp), name, |t, k, v| {
+            t.insert(k, v).map(drop)
+        })?;
+    }
+    let old = TableDefinition::<(&str, u64), u8>::new(schema::CUSTOMER_OPS.name());
+    let temp = TableDefinition::new("customer_operations.v6");
+    copied += reorder(tx, old, temp, schema::CUSTOMER_OPS, |t, k, v| {
+        t.insert(k, v).map(drop)
+    })?;
+    tracing::info!(
+        rows = copied,
+        "store upgraded: tables keyed by customer reference put in reference order"
+    );
+    Ok(copied)
+}
+
+/// Copies `old` into `temp` (each row by `copy`), then replaces `old` with it under
+/// `name`; nothing when `old` is in the new order already. Returns the rows copied.
+fn reorder<Old: Key + 'static, New: Key + 'static, V: Value + 'static>(
+    tx: &WriteTransaction,
+    old: TableDefinition<Old, V>,
+    temp: TableDefinition<New, V>,
+    name: TableDefinition<New, V>,
+    mut copy: impl for<'a> FnMut(
+        &mut redb::Table<'_, New, V>,
+        Old::SelfType<'a>,
+        V::SelfType<'a>,
+    ) -> Result<(), redb::StorageError>,
+) -> Result<u64, StoreError> {
+    let source = match tx.open_table(old) {
+        Ok(table) => table,
+        Err(TableError::TableTypeMismatch { .. }) => return Ok(0),
+        Err(e) => return Err(StoreError::db(e)),
+    };
+    let copied = {
+        let mut target = tx.open_table(temp).map_err(StoreError::db)?;
+        for row in source.iter().map_err(StoreError::db)? {
+            let (k, v) = row.map_err(StoreError::db)?;
+            copy(&mut target, k.value(), v.value()).map_err(StoreError::db)?;
+        }
+        target.len().map_err(StoreError::db)?
+    };
+    drop(source);
+    tx.delete_table(old).map_err(StoreError::db)?;
+    tx.rename_table(temp, name).map_err(StoreError::db)?;
+    Ok(copied)
 }
