@@ -88,10 +88,10 @@ pub(crate) fn rebuild_terms(store: &Store) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Copies the tables keyed by customer reference, in byte order up to schema 5, into tables in
-/// [`schema::CustomerRef`] order under the same names, in `tx`. A table already in that order is left
-/// as it is (an upgrade from before schema 5 that was cut short after this step). Returns the
-/// rows copied.
+/// Copies the tables keyed by customer reference, in byte order up to schema 5, into tables
+/// in [`schema::CustomerRef`] order under the same names, in `tx`. A table already in that
+/// order is left as it is (an upgrade from before schema 5 that was cut short after this
+/// step). Returns the rows copied.
 pub(crate) fn order_tables_by_ref(tx: &WriteTransaction) -> Result<u64, StoreError> {
     let mut copied = 0;
     for (name, temp) in [
