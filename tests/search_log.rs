@@ -11,7 +11,7 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use outpost::domain::search;
@@ -73,18 +73,23 @@ fn check_all(store: &Store, model: &BTreeMap<String, Model>, when: &str) {
     }
 }
 
-/// With the log merged, the main index holds exactly every customer's current terms: none
-/// missing, and none left over from a term a customer lost (searches skip those, so only the
-/// index itself shows them); and each customer's key record holds exactly its view's terms.
+/// With the log merged, the main index holds exactly every customer's current terms, each with
+/// the customer's time of change: none missing, none left over from a term a customer lost,
+/// none with an older time (searches rank by it); and each customer's key record holds exactly
+/// its view's terms.
 /// Consumes the store: the file is read on its own.
 fn assert_index_exact(store: Store, path: &std::path::Path, customers: &[String], when: &str) {
     assert_eq!(store.search_log_entries(), 0, "{when}: log not merged");
-    let mut want = BTreeSet::new();
+    let mut want = BTreeMap::new();
     let mut terms_of = BTreeMap::new();
     for r in customers {
         let view = store.customer(r).expect("read").expect("customer").view;
         let terms = search::terms(&view);
-        want.extend(terms.iter().map(|t| (t.clone(), r.clone())));
+        want.extend(
+            terms
+                .iter()
+                .map(|t| ((t.clone(), r.clone()), view.updated_at_ms)),
+        );
         terms_of.insert(r.clone(), terms);
     }
     drop(store);
@@ -103,11 +108,17 @@ fn assert_index_exact(store: Store, path: &std::path::Path, customers: &[String]
     }
     let index = tx.open_table(schema::SEARCH).expect("index");
     let have = common::index_entries(&index);
-    let missing: Vec<_> = want.difference(&have).take(5).collect();
-    let left_over: Vec<_> = have.difference(&want).take(5).collect();
+    let differ = |a: &BTreeMap<(String, String), i64>, b: &BTreeMap<(String, String), i64>| {
+        a.iter()
+            .filter(|(k, v)| b.get(*k) != Some(*v))
+            .take(5)
+            .map(|(k, v)| (k.clone(), *v))
+            .collect::<Vec<_>>()
+    };
+    let (missing, left_over) = (differ(&want, &have), differ(&have, &want));
     assert!(
         missing.is_empty() && left_over.is_empty(),
-        "{when}: index missing {missing:?}, left over {left_over:?}"
+        "{when}: index missing or older {missing:?}, left over or other {left_over:?}"
     );
 }
 
@@ -398,4 +409,65 @@ async fn confirmed_customers_are_found_by_their_account_numbers() {
     }
     stop(w);
     assert_index_exact(store, &path, &customers, "confirmed");
+}
+
+/// Results come most recently changed first, whether a customer's terms are still in the log or
+/// merged into the main index (whose entries carry the time a search ranks by): an edit that
+/// changes no name or e-mail word of the query still brings the customer to the top.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_come_most_recently_changed_first_before_and_after_the_merge() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("outpost.redb");
+    let store = open(&path);
+    let queries = ["Kask", "Õie Kask", "oie kas"];
+    let order =
+        |store: &Store| -> Vec<Vec<String>> { queries.iter().map(|q| refs(store, q)).collect() };
+    let merged = |store: &Store| {
+        let t = Instant::now();
+        while store.search_log_entries() > 0 && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(store.search_log_entries(), 0, "the log merges when idle");
+    };
+    let held = MergeOptions {
+        start_at_entries: 1_000_000,
+        chunk_entries: 2,
+        idle_after: Duration::from_secs(3600),
+    };
+    let w = start(&store, held);
+    let mut made = Vec::new();
+    for i in 0..4 {
+        made.push(create(&w.0, "Kask", &format!("k{i}@example.ee")).await);
+        // A later time of change for each (times are in milliseconds).
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let newest_first: Vec<String> = made.iter().rev().cloned().collect();
+    assert!(store.search_log_entries() > 0, "held in the log");
+    assert_eq!(order(&store), vec![newest_first.clone(); 3], "from the log");
+    stop(w);
+    let merge_now = MergeOptions {
+        start_at_entries: 1,
+        chunk_entries: 2,
+        idle_after: Duration::from_millis(1),
+    };
+    let w = start(&store, merge_now);
+    merged(&store);
+    assert_eq!(order(&store), vec![newest_first; 3], "from the index");
+    // The oldest customer changes its e-mail: its name terms are the same, its time is not.
+    let patch = CustomerPatch {
+        email: Some(Some("moved@example.ee".into())),
+        ..CustomerPatch::default()
+    };
+    edit(&w.0, &made[0], patch).await;
+    let want: Vec<String> = [&made[0], &made[3], &made[2], &made[1]]
+        .into_iter()
+        .cloned()
+        .collect();
+    assert_eq!(order(&store), vec![want.clone(); 3], "right after the edit");
+    merged(&store);
+    assert_eq!(order(&store), vec![want; 3], "after its merge");
+    assert!(refs(&store, "k0@example.ee").is_empty(), "the old e-mail");
+    assert_eq!(refs(&store, "moved@"), vec![made[0].clone()]);
+    stop(w);
+    assert_index_exact(store, &path, &made, "ranking");
 }

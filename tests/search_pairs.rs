@@ -9,7 +9,7 @@
 //! random queries of one to three word prefixes, e-mail prefixes and references. Every answer
 //! is compared with a plain reading of the rule over every customer.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 mod common;
@@ -209,7 +209,10 @@ async fn a_store_from_before_name_pairs_is_rebuilt_at_open() {
         {
             let mut meta = tx.open_table(schema::META).expect("meta");
             meta.insert(schema::SCHEMA_KEY, 4).expect("version");
-            let mut index = tx.open_table(schema::SEARCH).expect("index");
+            // The index as it was then: no time of change in its entries.
+            let old_index = redb::TableDefinition::<(&str, &str), ()>::new("search_terms");
+            tx.delete_table(schema::SEARCH).expect("drop the index");
+            let mut index = tx.open_table(old_index).expect("index");
             let mut keys = tx.open_table(schema::CUSTOMER_KEYS).expect("keys");
             index.retain(|_, _| false).expect("clear");
             for k in &model {
@@ -228,6 +231,7 @@ async fn a_store_from_before_name_pairs_is_rebuilt_at_open() {
                 customer_ref: model[0].customer_ref.clone(),
                 added: vec!["tamm".into()],
                 removed: Vec::new(),
+                updated_at_ms: 0,
             };
             log.insert(1, schema::encode_term_change(&row).expect("row").as_slice())
                 .expect("log row");
@@ -238,7 +242,7 @@ async fn a_store_from_before_name_pairs_is_rebuilt_at_open() {
     assert_eq!(store.search_log_entries(), 0, "the old log rows are gone");
     let queries: Vec<String> = (0..100).map(|_| query(&mut rng, &model)).collect();
     check(&store, &model, &queries, "upgraded");
-    let mut want = BTreeSet::new();
+    let mut want = BTreeMap::new();
     for k in &model {
         let view = store
             .customer(&k.customer_ref)
@@ -248,7 +252,7 @@ async fn a_store_from_before_name_pairs_is_rebuilt_at_open() {
         want.extend(
             search::terms(&view)
                 .into_iter()
-                .map(|t| (t, k.customer_ref.clone())),
+                .map(|t| ((t, k.customer_ref.clone()), view.updated_at_ms)),
         );
     }
     drop(store);
@@ -262,7 +266,10 @@ async fn a_store_from_before_name_pairs_is_rebuilt_at_open() {
     assert_eq!(version, Some(schema::SCHEMA_VERSION));
     let index = tx.open_table(schema::SEARCH).expect("index");
     let have = common::index_entries(&index);
-    assert_eq!(have, want, "the index is exactly the views' terms");
+    assert_eq!(
+        have, want,
+        "the index is exactly the views' terms, with their times of change"
+    );
 }
 
 /// A store of schema 5 (the tables keyed by customer reference in byte order, where "T10"

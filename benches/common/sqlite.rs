@@ -48,6 +48,7 @@ pub fn open(path: &Path) -> Connection {
          CREATE TABLE IF NOT EXISTS terms (
              term TEXT NOT NULL,
              ref TEXT NOT NULL,
+             updated_at INTEGER NOT NULL,
              PRIMARY KEY (term, ref)) WITHOUT ROWID;",
     )
     .expect("schema");
@@ -71,11 +72,11 @@ fn put_view(tx: &rusqlite::Transaction<'_>, view: &CustomerView) {
     ])
     .expect("customer");
     let mut insert = tx
-        .prepare_cached("INSERT OR IGNORE INTO terms (term, ref) VALUES (?1, ?2)")
+        .prepare_cached("INSERT OR REPLACE INTO terms (term, ref, updated_at) VALUES (?1, ?2, ?3)")
         .expect("prepare");
     for term in terms {
         insert
-            .execute(params![term, view.customer_ref])
+            .execute(params![term, view.customer_ref, view.updated_at_ms])
             .expect("term");
     }
 }
@@ -264,23 +265,25 @@ fn prefix_end(term: &str) -> String {
     end
 }
 
-/// Adds the refs of the terms starting with `prefix` to `found`, at most `cap` of them.
-fn scan_prefix(conn: &Connection, prefix: &str, cap: usize, found: &mut Vec<String>) {
+/// Adds the refs of the terms starting with `prefix` to `found`, with the time of change each
+/// entry holds, at most `cap` of them.
+fn scan_prefix(conn: &Connection, prefix: &str, cap: usize, found: &mut Vec<(String, i64)>) {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT ref FROM terms WHERE term >= ?1 AND term < ?2 ORDER BY term, ref LIMIT ?3",
+            "SELECT ref, updated_at FROM terms WHERE term >= ?1 AND term < ?2 \
+             ORDER BY term, ref LIMIT ?3",
         )
         .expect("prepare range");
     let rows = stmt
         .query_map(params![prefix, prefix_end(prefix), cap as i64], |r| {
-            r.get::<_, String>(0)
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
         })
         .expect("range");
     found.extend(rows.map(|r| r.expect("ref")));
 }
 
 /// The node's `pairs_matching` over SQLite: one seek per distinct first word.
-fn pairs_matching(conn: &Connection, first: &str, second: &str) -> Option<Vec<String>> {
+fn pairs_matching(conn: &Connection, first: &str, second: &str) -> Option<Vec<(String, i64)>> {
     let first_words = search::pair_first_prefix(first);
     let mut seek = first_words.clone();
     let mut out = Vec::new();
@@ -306,21 +309,23 @@ fn pairs_matching(conn: &Connection, first: &str, second: &str) -> Option<Vec<St
 }
 
 /// As the node's `Store::search`: the same candidates from the same index ranges (name pairs
-/// for two terms or more, else the most selective term's plain terms and pairs), each checked
-/// and ranked by its key record, the views of the first `limit` decoded with their sync state.
+/// for two terms or more, else the most selective term's plain terms and pairs); those the
+/// ranges prove ranked by the time their entries hold, the others checked and ranked by their
+/// key records; the views of the first `limit` decoded with their sync state.
 pub fn search(conn: &Connection, q: &str, limit: usize) -> Vec<Found> {
     let terms = search::query_terms(q);
     if terms.is_empty() {
         return Vec::new();
     }
-    let mut refs = pair_candidates(conn, &terms).unwrap_or_else(|| term_candidates(conn, &terms));
-    refs.sort();
-    refs.dedup();
+    let (mut proven, mut unproven) =
+        pair_candidates(conn, &terms).unwrap_or_else(|| term_candidates(conn, &terms));
+    unproven.sort();
+    unproven.dedup();
     let mut keys = conn
         .prepare_cached("SELECT keys FROM customers WHERE ref = ?1")
         .expect("prepare keys");
-    let mut ranked: Vec<(i64, String)> = Vec::with_capacity(refs.len());
-    for r in refs {
+    let mut ranked: Vec<(i64, String)> = Vec::with_capacity(unproven.len() + proven.len());
+    for r in &unproven {
         let bytes: Option<Vec<u8>> = keys
             .query_row(params![r], |row| row.get(0))
             .optional()
@@ -328,10 +333,18 @@ pub fn search(conn: &Connection, q: &str, limit: usize) -> Vec<Found> {
         let Some(bytes) = bytes else { continue };
         let record = schema::CustomerKeys::parse(&bytes).expect("key record");
         if record.matches_all(&terms) {
-            ranked.push((record.updated_at_ms, r));
+            ranked.push((record.updated_at_ms, r.clone()));
         }
     }
-    ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    proven.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    proven.dedup_by(|later, first| later.0 == first.0);
+    ranked.extend(
+        proven
+            .into_iter()
+            .filter(|(r, _)| unproven.binary_search(r).is_err())
+            .map(|(r, time)| (time, r)),
+    );
+    ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     ranked.truncate(limit);
     let mut body = conn
         .prepare_cached("SELECT body FROM customers WHERE ref = ?1")
@@ -358,28 +371,36 @@ pub fn search(conn: &Connection, q: &str, limit: usize) -> Vec<Found> {
     out
 }
 
+/// Candidates: those the index ranges prove, with their entries' times, and those to check.
+type Candidates = (Vec<(String, i64)>, Vec<String>);
+
 /// The node's `pair_candidates` over SQLite.
-fn pair_candidates(conn: &Connection, terms: &[String]) -> Option<Vec<String>> {
+fn pair_candidates(conn: &Connection, terms: &[String]) -> Option<Candidates> {
     let mut by_length: Vec<&str> = terms.iter().map(String::as_str).collect();
     by_length.sort_by_key(|t| std::cmp::Reverse(t.len()));
     let [long, short, ..] = by_length[..] else {
         return None;
     };
-    let mut found =
-        pairs_matching(conn, short, long).or_else(|| pairs_matching(conn, long, short))?;
+    let pairs = pairs_matching(conn, short, long).or_else(|| pairs_matching(conn, long, short))?;
+    let (proven, mut unproven) = if terms.len() == 2 {
+        (pairs, Vec::new())
+    } else {
+        (Vec::new(), pairs.into_iter().map(|(r, _)| r).collect())
+    };
     for prefix in [short, long, search::MANY_NAME_WORDS] {
         let mut plain = Vec::new();
         scan_prefix(conn, prefix, CANDIDATE_CAP, &mut plain);
-        found.append(&mut plain);
+        unproven.extend(plain.into_iter().map(|(r, _)| r));
     }
-    Some(found)
+    Some((proven, unproven))
 }
 
-/// The node's `term_candidates` over SQLite: the term with the fewest matches drives.
-fn term_candidates(conn: &Connection, terms: &[String]) -> Vec<String> {
+/// The node's `term_candidates` over SQLite: the term with the fewest matches drives; its
+/// matches prove a query of one term.
+fn term_candidates(conn: &Connection, terms: &[String]) -> Candidates {
     let mut order: Vec<&String> = terms.iter().collect();
     order.sort_by_key(|t| std::cmp::Reverse(t.len()));
-    let mut refs: Option<Vec<String>> = None;
+    let mut refs: Option<Vec<(String, i64)>> = None;
     for term in order {
         let bound = refs.as_ref().map_or(CANDIDATE_CAP, Vec::len);
         let mut found = Vec::new();
@@ -393,5 +414,10 @@ fn term_candidates(conn: &Connection, terms: &[String]) -> Vec<String> {
             refs = Some(found);
         }
     }
-    refs.unwrap_or_default()
+    let refs = refs.unwrap_or_default();
+    if terms.len() == 1 {
+        (refs, Vec::new())
+    } else {
+        (Vec::new(), refs.into_iter().map(|(r, _)| r).collect())
+    }
 }

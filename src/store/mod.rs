@@ -157,7 +157,9 @@ impl Store {
                     }
                     if v < schema::TERMS_REBUILT_BEFORE {
                         // The version is written once the terms are rebuilt: an upgrade cut
-                        // short starts over at the next open.
+                        // short starts over at the next open. The old index (of another value
+                        // type before 7) goes now, before the tables are opened as they are.
+                        tx.delete_table(schema::SEARCH).map_err(StoreError::db)?;
                         rebuild_terms = true;
                     } else {
                         // Otherwise the newer layout only adds tables, opened below.

@@ -69,31 +69,48 @@ impl Store {
         if terms.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
-        let (tx, mut refs) = match self.pair_candidates(&terms)? {
+        let Candidates {
+            tx,
+            mut proven,
+            mut unproven,
+        } = match self.pair_candidates(&terms)? {
             Some(found) => found,
             None => self.term_candidates(&terms)?,
         };
         let customers = t(tx.open_table(schema::CUSTOMERS))?;
         let keys = t(tx.open_table(schema::CUSTOMER_KEYS))?;
         let customer_ops = t(tx.open_table(schema::CUSTOMER_OPS))?;
-        refs.sort();
-        refs.dedup();
-        // Candidates are checked and ranked by their key records (terms and time of change, a
-        // table a fraction of the views' size); only the views returned are decoded.
-        let mut ranked: Vec<(i64, String)> = Vec::with_capacity(refs.len());
-        for r in refs {
+        unproven.sort();
+        unproven.dedup();
+        // Candidates the index does not prove are checked and ranked by their key records
+        // (terms and time of change, a table a fraction of the views' size). A customer among
+        // them may have changed since its index entries were written: its key record rules.
+        let mut ranked: Vec<(i64, String)> = Vec::with_capacity(unproven.len() + proven.len());
+        for r in &unproven {
             let Some(bytes) = t(keys.get(r.as_str()))? else {
                 continue;
             };
             let record = CustomerKeys::parse(bytes.value())?;
             if record.matches_all(&terms) {
-                ranked.push((record.updated_at_ms, r));
+                ranked.push((record.updated_at_ms, r.clone()));
             }
         }
-        ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-        ranked.truncate(limit);
-        let mut out = Vec::with_capacity(ranked.len());
+        // The others are ranked by the time their index entries hold, no record read: at a
+        // million customers most key records are not cached (about 7 µs each, measured).
+        proven.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        proven.dedup_by(|later, first| later.0 == first.0);
+        ranked.extend(
+            proven
+                .into_iter()
+                .filter(|(r, _)| unproven.binary_search(r).is_err())
+                .map(|(r, time)| (time, r)),
+        );
+        ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let mut out = Vec::with_capacity(limit.min(ranked.len()));
         for (_, r) in ranked {
+            if out.len() >= limit {
+                break;
+            }
             let Some(bytes) = t(customers.get(r.as_str()))? else {
                 continue;
             };
@@ -109,12 +126,10 @@ impl Store {
     /// term by another term (e-mail, reference, ...), or have more name words than are paired.
     /// No customer matching the query is left out: its two terms match two different words
     /// (`search::query_terms` leaves no term that begins another), or one of them matches
-    /// something else. `None` when both ways round, the pair's first term begins too many
-    /// distinct words: the terms one by one are cheaper then.
-    fn pair_candidates(
-        &self,
-        terms: &[String],
-    ) -> Result<Option<(redb::ReadTransaction, Vec<String>)>, StoreError> {
+    /// something else. A pair proves a query of two terms. `None` when both ways round, the
+    /// pair's first term begins too many distinct words: the terms one by one are cheaper
+    /// then.
+    fn pair_candidates(&self, terms: &[String]) -> Result<Option<Candidates>, StoreError> {
         let mut by_length: Vec<&str> = terms.iter().map(String::as_str).collect();
         by_length.sort_by_key(|t| std::cmp::Reverse(t.len()));
         let [long, short, ..] = by_length[..] else {
@@ -123,11 +138,12 @@ impl Store {
         // From memory before the snapshot opens (see `store::search_log`); both orders of a
         // customer's words are paired, so one order finds them all.
         let log = &self.search_log;
-        let mut found = log.pair_candidates(short, long, CANDIDATE_CAP);
+        let mut unproven = log.pair_candidates(short, long, CANDIDATE_CAP);
         for prefix in [short, long, search::MANY_NAME_WORDS] {
-            found.extend(log.candidates(prefix, CANDIDATE_CAP));
+            unproven.extend(log.candidates(prefix, CANDIDATE_CAP));
         }
         let tx = self.begin_read()?;
+        let mut proven = Vec::new();
         {
             let index = t(tx.open_table(schema::SEARCH))?;
             // A short first term (a first name, often) begins fewer distinct words.
@@ -138,33 +154,33 @@ impl Store {
                     None => return Ok(None),
                 },
             };
-            found.extend(pairs);
-            // Each source up to its own cap: one that is full must not hide another.
-            for prefix in [short, long] {
-                let mut plain = Vec::new();
-                scan_prefix(&index, prefix, CANDIDATE_CAP, &mut plain)?;
-                found.append(&mut plain);
+            if terms.len() == 2 {
+                proven = pairs;
+            } else {
+                unproven.extend(pairs.into_iter().map(|(r, _)| r));
             }
-            let many = search::MANY_NAME_WORDS;
-            for (n, entry) in t(index.range((many, "")..))?.enumerate() {
-                let (key, _) = t(entry)?;
-                let (term, customer) = key.value();
-                if term != many || n >= CANDIDATE_CAP {
-                    break;
+            // Each source up to its own cap: one that is full must not hide another.
+            for prefix in [short, long, search::MANY_NAME_WORDS] {
+                let mut plain = Vec::new();
+                if prefix == search::MANY_NAME_WORDS {
+                    scan_term(&index, prefix, CANDIDATE_CAP, &mut plain)?;
+                } else {
+                    scan_prefix(&index, prefix, CANDIDATE_CAP, &mut plain)?;
                 }
-                found.push(customer.to_string());
+                unproven.extend(plain.into_iter().map(|(r, _)| r));
             }
         }
-        Ok(Some((tx, found)))
+        Ok(Some(Candidates {
+            tx,
+            proven,
+            unproven,
+        }))
     }
 
     /// Candidates from the terms one by one: the term with the fewest matches drives. Each
     /// term's matches are the plain terms it begins and the name pairs whose first word it
-    /// begins.
-    fn term_candidates(
-        &self,
-        terms: &[String],
-    ) -> Result<(redb::ReadTransaction, Vec<String>), StoreError> {
+    /// begins; they prove a query of one term.
+    fn term_candidates(&self, terms: &[String]) -> Result<Candidates, StoreError> {
         // The terms of recent writes not merged into the index yet, taken before the snapshot
         // is opened: what leaves memory after this is in the snapshot's index (see
         // `store::search_log`).
@@ -178,30 +194,48 @@ impl Store {
             })
             .collect();
         let tx = self.begin_read()?;
-        let refs = {
+        let (unproven, hits) = {
             let index = t(tx.open_table(schema::SEARCH))?;
             // Longer terms are usually more selective, so they are scanned first, and a later
             // term's scan stops as soon as it cannot beat the driver.
             let mut order: Vec<usize> = (0..terms.len()).collect();
             order.sort_by_key(|&i| std::cmp::Reverse(terms[i].len()));
-            let mut refs: Option<Vec<String>> = None;
+            // The driver's candidates from memory, and from the index with their times.
+            let mut driver: Option<(Vec<String>, Vec<Hit>)> = None;
             for i in order {
                 let term = &terms[i];
-                let bound = refs.as_ref().map_or(CANDIDATE_CAP, Vec::len);
-                let mut found: Vec<String> = recent[i].clone();
+                let bound = driver
+                    .as_ref()
+                    .map_or(CANDIDATE_CAP, |(r, h)| r.len() + h.len());
+                let recent = recent[i].clone();
+                let mut hits = Vec::new();
                 for prefix in [term.clone(), search::pair_first_prefix(term)] {
-                    if found.len() < bound {
-                        scan_prefix(&index, &prefix, bound, &mut found)?;
+                    if recent.len() + hits.len() < bound {
+                        scan_prefix(&index, &prefix, bound - recent.len(), &mut hits)?;
                     }
                 }
-                let beaten = refs.is_some() && found.len() >= bound;
+                let beaten = driver.is_some() && recent.len() + hits.len() >= bound;
                 if !beaten {
-                    refs = Some(found);
+                    driver = Some((recent, hits));
                 }
             }
-            refs.unwrap_or_default()
+            driver.unwrap_or_default()
         };
-        Ok((tx, refs))
+        Ok(if terms.len() == 1 {
+            Candidates {
+                tx,
+                proven: hits,
+                unproven,
+            }
+        } else {
+            let mut unproven = unproven;
+            unproven.extend(hits.into_iter().map(|(r, _)| r));
+            Candidates {
+                tx,
+                proven: Vec::new(),
+                unproven,
+            }
+        })
     }
 
     /// One operation by id.
@@ -271,25 +305,61 @@ impl Store {
     }
 }
 
-/// Adds the customers of the index entries whose term starts with `prefix` to `found`, until
-/// it holds `bound`.
+/// The search index as a search reads it.
+type Index = ReadOnlyTable<(&'static str, &'static str), i64>;
+
+/// A customer found in the index, with the time of change its entry holds.
+type Hit = (String, i64);
+
+/// A search's candidates, and the snapshot they were read in.
+struct Candidates {
+    tx: redb::ReadTransaction,
+    /// Customers the index proves to match, with the time of change their entries hold.
+    proven: Vec<Hit>,
+    /// Customers to check against their key records (from memory, or from index ranges that
+    /// match only some of the query's terms).
+    unproven: Vec<String>,
+}
+
+/// Adds the customers of the index entries whose term starts with `prefix` to `found`, with
+/// the time of change each entry holds, until it holds `bound`.
 fn scan_prefix(
-    index: &ReadOnlyTable<(&'static str, &'static str), ()>,
+    index: &Index,
     prefix: &str,
     bound: usize,
-    found: &mut Vec<String>,
+    found: &mut Vec<Hit>,
 ) -> Result<(), StoreError> {
-    for entry in t(index.range((prefix, "")..))? {
+    scan_where(index, prefix, bound, found, |term| term.starts_with(prefix))
+}
+
+/// As [`scan_prefix`], for the entries of exactly `term`.
+fn scan_term(
+    index: &Index,
+    term: &str,
+    bound: usize,
+    found: &mut Vec<Hit>,
+) -> Result<(), StoreError> {
+    scan_where(index, term, bound, found, |t| t == term)
+}
+
+fn scan_where(
+    index: &Index,
+    from: &str,
+    bound: usize,
+    found: &mut Vec<Hit>,
+    within: impl Fn(&str) -> bool,
+) -> Result<(), StoreError> {
+    for entry in t(index.range((from, "")..))? {
         if found.len() >= bound {
             break;
         }
-        let (key, _) = t(entry)?;
+        let (key, time) = t(entry)?;
         let (term, customer_ref) = key.value();
-        if !term.starts_with(prefix) {
+        if !within(term) {
             break;
         }
-        if found.last().map(String::as_str) != Some(customer_ref) {
-            found.push(customer_ref.to_string());
+        if found.last().map(|(r, _)| r.as_str()) != Some(customer_ref) {
+            found.push((customer_ref.to_string(), time.value()));
         }
     }
     Ok(())
@@ -299,13 +369,14 @@ fn scan_prefix(
 const MAX_PAIR_FIRST_WORDS: usize = 64;
 
 /// The customers of the name pairs whose first word starts with `first` and whose second word
-/// starts with `second`: one range per distinct first word, found by seeking past the pairs of
-/// the one before. `None` when more than [`MAX_PAIR_FIRST_WORDS`] words begin with `first`.
+/// starts with `second`, with their entries' times: one range per distinct first word, found
+/// by seeking past the pairs of the one before. `None` when more than
+/// [`MAX_PAIR_FIRST_WORDS`] words begin with `first`.
 fn pairs_matching(
-    index: &ReadOnlyTable<(&'static str, &'static str), ()>,
+    index: &Index,
     first: &str,
     second: &str,
-) -> Result<Option<Vec<String>>, StoreError> {
+) -> Result<Option<Vec<Hit>>, StoreError> {
     let first_words = search::pair_first_prefix(first);
     let mut seek = first_words.clone();
     let mut out = Vec::new();

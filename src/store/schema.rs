@@ -35,8 +35,10 @@ pub const CUSTOMER_KEYS: TableDefinition<CustomerRef, &[u8]> =
 /// its operations.
 pub const CUSTOMER_OPS: TableDefinition<(CustomerRef, u64), u8> =
     TableDefinition::new("customer_operations");
-/// (folded search term, customer reference): the main search index.
-pub const SEARCH: TableDefinition<(&str, &str), ()> = TableDefinition::new("search_terms");
+/// (folded search term, customer reference) → the customer's time of change when the term was
+/// written: the main search index. A search ranks the customers a range of it proves to match
+/// by that time, without reading their key records.
+pub const SEARCH: TableDefinition<(&str, &str), i64> = TableDefinition::new("search_terms");
 /// Log key → the search terms one write added and removed ([`encode_term_change`]), not yet
 /// merged into [`SEARCH`] (see `store::search_log`).
 pub const SEARCH_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("search_terms_log");
@@ -53,13 +55,15 @@ pub const CDX_JOBS: TableDefinition<u32, &[u8]> = TableDefinition::new("cdx_jobs
 
 /// Version of the layout above; bumped on change (2: customer operations carry their state;
 /// 3: customer key records; 4: the search terms log; 5: name words indexed in pairs; 6: the
-/// tables keyed by customer reference order it as [`CustomerRef`] does).
-pub const SCHEMA_VERSION: u64 = 6;
+/// tables keyed by customer reference order it as [`CustomerRef`] does; 7: each search index
+/// entry holds the customer's time of change).
+pub const SCHEMA_VERSION: u64 = 7;
 /// The oldest version this build upgrades in place (4 added a table; 5 rebuilds the search
 /// index and key records from the customers' views, see `store::upgrade`).
 pub const SCHEMA_UPGRADES_FROM: u64 = 3;
-/// The versions whose search terms are rebuilt on upgrade: those before name pairs.
-pub const TERMS_REBUILT_BEFORE: u64 = 5;
+/// The versions whose search terms are rebuilt on upgrade: those before name pairs (5), and
+/// before the index held the time of change (7).
+pub const TERMS_REBUILT_BEFORE: u64 = 7;
 
 /// The versions whose tables keyed by customer reference are in plain byte order (`&str`), and
 /// are copied into [`CustomerRef`] order on upgrade.
@@ -227,10 +231,13 @@ pub struct TermChange {
     pub added: Vec<String>,
     /// Terms the customer had before and has no longer.
     pub removed: Vec<String>,
+    /// The customer's time of change after the write (the index entries' value).
+    pub updated_at_ms: i64,
 }
 
-/// Encodes a [`TermChange`]: the reference, then the number of added terms, then the terms
-/// (added first), each string as a u16 LE length and its bytes.
+/// Encodes a [`TermChange`]: the reference, then the number of added terms and the time of
+/// change (i64 LE), then the terms (added first), each string as a u16 LE length and its
+/// bytes.
 pub fn encode_term_change(change: &TermChange) -> Result<Vec<u8>, StoreError> {
     let strings = std::iter::once(&change.customer_ref)
         .chain(&change.added)
@@ -249,6 +256,7 @@ pub fn encode_term_change(change: &TermChange) -> Result<Vec<u8>, StoreError> {
         put(s, &mut out)?;
         if first {
             out.extend_from_slice(&added.to_le_bytes());
+            out.extend_from_slice(&change.updated_at_ms.to_le_bytes());
             first = false;
         }
     }
@@ -275,6 +283,9 @@ pub fn decode_term_change(bytes: &[u8]) -> Result<TermChange, StoreError> {
     let len = take_u16(&mut rest)?;
     let customer_ref = take_str(&mut rest, len)?;
     let n_added = take_u16(&mut rest)?;
+    let (time, tail) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
+    let updated_at_ms = i64::from_le_bytes(*time);
+    rest = tail;
     let mut added = Vec::with_capacity(n_added);
     let mut removed = Vec::new();
     while !rest.is_empty() {
@@ -293,6 +304,7 @@ pub fn decode_term_change(bytes: &[u8]) -> Result<TermChange, StoreError> {
         customer_ref,
         added,
         removed,
+        updated_at_ms,
     })
 }
 
@@ -306,6 +318,7 @@ mod tests {
             customer_ref: "S0001-T7".into(),
             added: vec!["oie".into(), "taht".into(), "".into()],
             removed: vec!["37251234567".into()],
+            updated_at_ms: 1_780_000_000_123,
         };
         let bytes = encode_term_change(&change).unwrap();
         assert_eq!(decode_term_change(&bytes).unwrap(), change);
@@ -313,6 +326,7 @@ mod tests {
             customer_ref: "C1".into(),
             added: vec![],
             removed: vec![],
+            updated_at_ms: -1,
         };
         assert_eq!(
             decode_term_change(&encode_term_change(&empty).unwrap()).unwrap(),
@@ -376,6 +390,7 @@ mod tests {
             customer_ref: "S0001-T7".into(),
             added: vec!["oie".into()],
             removed: vec!["x".into()],
+            updated_at_ms: 7,
         };
         let bytes = encode_term_change(&change).unwrap();
         for cut in 0..bytes.len() - 1 {

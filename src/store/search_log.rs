@@ -9,8 +9,15 @@
 //! when it is idle or the log is long: sorted, many terms share each leaf written.
 //!
 //! Why nothing is ever missed or wrong:
-//! - A search checks every candidate against its key record in its own snapshot, so an entry
-//!   for a term the customer no longer has costs a lookup, never a wrong answer.
+//! - A search checks every candidate it takes from here against its key record in its own
+//!   snapshot, so an entry for a term the customer no longer has costs a lookup, never a wrong
+//!   answer. The main index never holds a term its customer lacks in the same snapshot: a
+//!   removal leaves it in the writing transaction itself (`Tables::change_terms`), and marks the
+//!   log to be merged against the key records, like any direct write. So a search trusts what a
+//!   range of the index proves. An index entry's time of change lags the customer's only while
+//!   this log holds the write that moved it, with every term of the customer (a write that
+//!   moves the time logs them all): such a customer is a candidate from here, checked and
+//!   ranked by its key record.
 //! - A reader takes its candidates from memory *before* it opens its read transaction, and the
 //!   writer publishes new entries after their commit and drops merged ones only after the
 //!   merge committed: an acknowledged term is in memory, or in the reader's snapshot, or both.
@@ -63,6 +70,8 @@ struct Entry {
     customer: Arc<str>,
     /// Whether the row added the term (else it removed it: a merge must take it out).
     added: bool,
+    /// The customer's time of change after the row's write (the index entry's value).
+    updated_at_ms: i64,
 }
 
 impl Entry {
@@ -219,6 +228,7 @@ fn entries_of(changes: Vec<TermChange>) -> Vec<Entry> {
                 term: term.into_boxed_str(),
                 customer: customer.clone(),
                 added,
+                updated_at_ms: change.updated_at_ms,
             });
         }
     }
@@ -362,9 +372,10 @@ impl SearchLog {
             term,
             customer,
             added,
+            updated_at_ms,
         } in chunk
         {
-            let has = if verify {
+            let put = if verify {
                 let record = match current.get(&**customer) {
                     Some(r) => r,
                     None => {
@@ -376,15 +387,17 @@ impl SearchLog {
                     }
                 };
                 match record {
-                    Some(bytes) => CustomerKeys::parse(bytes)?
-                        .terms()
-                        .any(|t| t == term.as_bytes()),
-                    None => false,
+                    Some(bytes) => {
+                        let record = CustomerKeys::parse(bytes)?;
+                        let has = record.terms().any(|t| t == term.as_bytes());
+                        has.then_some(record.updated_at_ms)
+                    }
+                    None => None,
                 }
             } else {
-                *added
+                added.then_some(*updated_at_ms)
             };
-            writes.push(((&**term, &**customer), has));
+            writes.push(((&**term, &**customer), put));
         }
         super::tables::write_terms_sorted(&mut index, &writes)?;
         let last = end
@@ -494,6 +507,7 @@ mod tests {
             term: term.into_boxed_str(),
             customer: customer.into(),
             added,
+            updated_at_ms: 0,
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::ops::Bound;
 
-use redb::{CursorError, ReadableTable, Table, WriteTransaction};
+use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::StoreError;
 use super::schema::{self, CustomerRef, decode, encode};
@@ -21,13 +21,14 @@ pub(crate) struct Tables<'tx> {
     pub customers: Table<'tx, CustomerRef, &'static [u8]>,
     pub customer_keys: Table<'tx, CustomerRef, &'static [u8]>,
     pub customer_ops: Table<'tx, (CustomerRef, u64), u8>,
-    pub search: Table<'tx, (&'static str, &'static str), ()>,
+    pub search: Table<'tx, (&'static str, &'static str), i64>,
     pub accounts: Table<'tx, &'static str, &'static str>,
     pub bases: Table<'tx, CustomerRef, &'static [u8]>,
     pub cdx_jobs: Table<'tx, u32, &'static [u8]>,
     /// Search index writes held back to be applied in key order (bulk applies): (term,
-    /// customer reference, insert or remove), in the order they were made.
-    deferred_terms: Option<Vec<(String, String, bool)>>,
+    /// customer reference, the time of change to put in or `None` to take it out), in the
+    /// order they were made.
+    deferred_terms: Option<Vec<(String, String, Option<i64>)>>,
     /// Whether this transaction wrote the main search index itself (not through the log).
     pub wrote_index: bool,
     /// Term changes of this transaction that go to the search terms log (every write but a
@@ -86,29 +87,48 @@ impl<'tx> Tables<'tx> {
         self.wrote_index |= !writes.is_empty();
         let writes: Vec<_> = writes
             .iter()
-            .map(|(term, key, insert)| ((term.as_str(), key.as_str()), *insert))
+            .map(|(term, key, put)| ((term.as_str(), key.as_str()), *put))
             .collect();
         write_terms_sorted(&mut self.search, &writes)
     }
 
-    /// Records that `customer` lost the terms `removed` and gained `added`: in key order with
-    /// the bulk apply's writes when those are held back, else as one row of the search terms
-    /// log (merged into the main index later, see `store::search_log`).
-    fn change_terms(&mut self, customer: &str, removed: Vec<String>, added: Vec<String>) {
+    /// Records that `customer` lost the terms `removed` and has `added` as of `updated_at_ms`:
+    /// in key order with the bulk apply's writes when those are held back, else as one row of
+    /// the search terms log (merged into the main index later, see `store::search_log`).
+    ///
+    /// A removed term also leaves the main index at once, in this transaction: the index never
+    /// holds a term its customer lacks in the same snapshot, so a search may trust what a range
+    /// of it proves (see `Store::search`). The log's merge then checks its entries against the
+    /// key records, as after any direct write of the index.
+    fn change_terms(
+        &mut self,
+        customer: &str,
+        removed: Vec<String>,
+        added: Vec<String>,
+        updated_at_ms: i64,
+    ) -> Result<(), StoreError> {
         if removed.is_empty() && added.is_empty() {
-            return;
+            return Ok(());
         }
         if let Some(deferred) = &mut self.deferred_terms {
-            let writes = removed.into_iter().map(|t| (t, false));
-            let writes = writes.chain(added.into_iter().map(|t| (t, true)));
-            deferred.extend(writes.map(|(t, insert)| (t, customer.to_string(), insert)));
-            return;
+            let writes = removed.into_iter().map(|t| (t, None));
+            let writes = writes.chain(added.into_iter().map(|t| (t, Some(updated_at_ms))));
+            deferred.extend(writes.map(|(t, put)| (t, customer.to_string(), put)));
+            return Ok(());
+        }
+        for term in &removed {
+            self.search
+                .remove((term.as_str(), customer))
+                .map_err(StoreError::db)?;
+            self.wrote_index = true;
         }
         self.term_changes.push(schema::TermChange {
             customer_ref: customer.to_string(),
             added,
             removed,
+            updated_at_ms,
         });
+        Ok(())
     }
 
     /// Moves an operation to `state`, keeping the by-state and per-customer indexes in step.
@@ -315,7 +335,7 @@ impl<'tx> Tables<'tx> {
         let key = view.customer_ref.as_str();
         self.customers.remove(key).map_err(StoreError::db)?;
         self.customer_keys.remove(key).map_err(StoreError::db)?;
-        self.change_terms(key, search::terms(view), Vec::new());
+        self.change_terms(key, search::terms(view), Vec::new(), view.updated_at_ms)?;
         if let Some(acc) = &view.account_number {
             self.accounts.remove(acc.as_str()).map_err(StoreError::db)?;
         }
@@ -344,7 +364,8 @@ impl<'tx> Tables<'tx> {
         Ok(false)
     }
 
-    /// Writes a customer view and brings its search terms in step with `old`.
+    /// Writes a customer view and brings its search terms in step with `old`: its index
+    /// entries carry its time of change, so when that moved every term is written again.
     pub fn put_view(
         &mut self,
         old: Option<&CustomerView>,
@@ -368,17 +389,19 @@ impl<'tx> Tables<'tx> {
             .filter(|t| new_terms.binary_search(t).is_err())
             .cloned()
             .collect();
+        let retimed = old.is_none_or(|old| old.updated_at_ms != new.updated_at_ms);
         let added = new_terms
             .iter()
-            .filter(|t| old_terms.binary_search(t).is_err())
+            .filter(|t| retimed || old_terms.binary_search(t).is_err())
             .cloned()
             .collect();
         self.write_view(new, json, &new_terms, removed, added)
     }
 
-    /// Writes `new`, which is `old` given the account number HQ assigned (it had none): its
-    /// terms are its key record's and the account number's, so neither view's terms are
-    /// computed again (twice per confirmed create, a tenth of the backlog drain's writer).
+    /// Writes `new`, which is `old` given the account number HQ assigned (it had none, and its
+    /// time of change is the same): its terms are its key record's and the account number's,
+    /// so neither view's terms are computed again (twice per confirmed create, a tenth of the
+    /// backlog drain's writer).
     pub fn put_view_with_account(
         &mut self,
         old: &CustomerView,
@@ -386,7 +409,7 @@ impl<'tx> Tables<'tx> {
     ) -> Result<(), StoreError> {
         let key = new.customer_ref.as_str();
         let account = match (&old.account_number, &new.account_number) {
-            (None, Some(account)) => account,
+            (None, Some(account)) if old.updated_at_ms == new.updated_at_ms => account,
             _ => return self.put_view(Some(old), new),
         };
         let Some(mut terms) = self.stored_terms(key)? else {
@@ -437,7 +460,7 @@ impl<'tx> Tables<'tx> {
                 schema::encode_keys(new.updated_at_ms, terms).as_slice(),
             )
             .map_err(StoreError::db)?;
-        self.change_terms(key, removed, added);
+        self.change_terms(key, removed, added, new.updated_at_ms)?;
         // A customer known here by its account number is found by it without this record.
         if let Some(acc) = new.account_number.as_deref().filter(|acc| *acc != key) {
             self.accounts.insert(acc, key).map_err(StoreError::db)?;
@@ -447,7 +470,8 @@ impl<'tx> Tables<'tx> {
 }
 
 /// Applies search index writes given in key order (for one key, in the order they were made):
-/// `true` puts the (term, customer) pair in, `false` takes it out.
+/// `Some(time)` puts the (term, customer) pair in with that time of change, `None` takes it
+/// out.
 ///
 /// A run of inserts that all fall between the same two entries of the index (a bulk apply into
 /// an empty index, a term many new customers share, numbers handed out in order) goes in
@@ -455,45 +479,52 @@ impl<'tx> Tables<'tx> {
 /// each key (measured in the 1010 apply). A cursor costs about four plain inserts to open and
 /// close, so a short run is inserted key by key.
 pub(crate) fn write_terms_sorted(
-    index: &mut Table<'_, (&'static str, &'static str), ()>,
-    writes: &[((&str, &str), bool)],
+    index: &mut Table<'_, (&'static str, &'static str), i64>,
+    writes: &[((&str, &str), Option<i64>)],
 ) -> Result<(), StoreError> {
     let mut at = 0;
-    while let Some(&(key, insert)) = writes.get(at) {
-        if !insert {
+    while let Some(&(key, put)) = writes.get(at) {
+        let Some(time) = put else {
             index.remove(key).map_err(StoreError::db)?;
             at += 1;
             continue;
-        }
+        };
         // The inserts from `at` on that come before the index's next entry share one gap.
         let (end, present) = {
             let mut after = index.range(key..).map_err(StoreError::db)?;
             let next = after.next().transpose().map_err(StoreError::db)?;
-            let next = next.as_ref().map(|(k, _)| k.value());
-            let in_gap =
-                |(k, insert): &((&str, &str), bool)| *insert && next.is_none_or(|n| *k < n);
+            let next = next.as_ref().map(|(k, v)| (k.value(), v.value()));
+            let in_gap = |(k, put): &((&str, &str), Option<i64>)| {
+                put.is_some() && next.is_none_or(|(n, _)| *k < n)
+            };
             let len = writes[at..].iter().take_while(|w| in_gap(w)).count();
-            (at + len, next == Some(key))
+            (at + len, next.filter(|(n, _)| *n == key).map(|(_, v)| v))
         };
-        if present {
+        if let Some(held) = present {
             // The index holds the pair already; the keys after it start a gap of their own.
+            if held != time {
+                index.insert(key, time).map_err(StoreError::db)?;
+            }
             at += 1;
             continue;
         }
+        // Of a key given more than once, the last write wins (they are adjacent, in order).
+        let run = &writes[at..end];
+        let run = run
+            .iter()
+            .enumerate()
+            .filter(|(i, (k, _))| run.get(i + 1).is_none_or(|(next, _)| next != k))
+            .map(|(_, (k, put))| (*k, put.unwrap_or(time)));
         if end - at < CURSOR_RUN_MIN {
-            for (key, _) in &writes[at..end] {
-                index.insert(*key, ()).map_err(StoreError::db)?;
+            for (key, time) in run {
+                index.insert(key, time).map_err(StoreError::db)?;
             }
         } else {
             let mut cursor = index
                 .lower_bound_mut(Bound::Included(key))
                 .map_err(StoreError::db)?;
-            for (key, _) in &writes[at..end] {
-                match cursor.insert_before(*key, ()) {
-                    // The key just put in, given twice.
-                    Ok(()) | Err(CursorError::UnorderedKey) => {}
-                    Err(e) => return Err(StoreError::db(e)),
-                }
+            for (key, time) in run {
+                cursor.insert_before(key, time).map_err(StoreError::db)?;
             }
             cursor.close().map_err(StoreError::db)?;
         }
@@ -508,7 +539,7 @@ const CURSOR_RUN_MIN: usize = 8;
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::BTreeMap;
 
     use proptest::prelude::*;
     use redb::{Database, ReadableDatabase, ReadableTable};
@@ -516,23 +547,24 @@ mod tests {
     use super::write_terms_sorted;
     use crate::store::schema::SEARCH;
 
+    type Key = (String, String);
+
     /// The index after `writes` (sorted, as the callers give them) on top of `existing`, read
     /// back from a real redb file.
-    fn apply(
-        existing: &BTreeSet<(String, String)>,
-        writes: &[((String, String), bool)],
-    ) -> BTreeSet<(String, String)> {
+    fn apply(existing: &BTreeMap<Key, i64>, writes: &[(Key, Option<i64>)]) -> BTreeMap<Key, i64> {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = Database::create(dir.path().join("t.redb")).expect("db");
         let tx = db.begin_write().expect("tx");
         {
             let mut index = tx.open_table(SEARCH).expect("table");
-            for (t, c) in existing {
-                index.insert((t.as_str(), c.as_str()), ()).expect("insert");
+            for ((t, c), time) in existing {
+                index
+                    .insert((t.as_str(), c.as_str()), time)
+                    .expect("insert");
             }
             let writes: Vec<_> = writes
                 .iter()
-                .map(|((t, c), insert)| ((t.as_str(), c.as_str()), *insert))
+                .map(|((t, c), put)| ((t.as_str(), c.as_str()), *put))
                 .collect();
             write_terms_sorted(&mut index, &writes).expect("writes");
         }
@@ -543,37 +575,43 @@ mod tests {
             .iter()
             .expect("iter")
             .map(|e| {
-                let (k, _) = e.expect("entry");
+                let (k, v) = e.expect("entry");
                 let (t, c) = k.value();
-                (t.to_string(), c.to_string())
+                ((t.to_string(), c.to_string()), v.value())
             })
             .collect()
     }
 
     /// A key from a small space, so that writes meet existing keys, each other, and long runs.
-    fn key() -> impl Strategy<Value = (String, String)> {
+    fn key() -> impl Strategy<Value = Key> {
         (0u8..6, 0u16..400).prop_map(|(t, c)| (format!("t{t}"), format!("C{c:04}")))
+    }
+
+    /// A write: a time of change to put in (from a few, so that some equal what is held), or
+    /// a removal.
+    fn write() -> impl Strategy<Value = Option<i64>> {
+        prop_oneof![6 => (0i64..3).prop_map(Some), 1 => Just(None)]
     }
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
-        /// Whatever the mix of runs, single keys, duplicates, keys present already and
-        /// removals, the index ends as a set applying the writes in order would.
+        /// Whatever the mix of runs, single keys, duplicates, keys present already (with the
+        /// same time or another) and removals, the index ends as a map applying the writes in
+        /// order would.
         #[test]
-        fn sorted_writes_leave_the_index_as_a_set_would(
-            existing in proptest::collection::btree_set(key(), 0..300),
-            mut writes in proptest::collection::vec((key(), proptest::bool::weighted(0.85)), 0..600),
+        fn sorted_writes_leave_the_index_as_a_map_would(
+            existing in proptest::collection::btree_map(key(), 0i64..3, 0..300),
+            mut writes in proptest::collection::vec((key(), write()), 0..600),
         ) {
             // Sorted by key, stable: writes of one key keep their order, as the callers'.
             writes.sort_by(|a, b| a.0.cmp(&b.0));
             let mut model = existing.clone();
-            for (k, insert) in &writes {
-                if *insert {
-                    model.insert(k.clone());
-                } else {
-                    model.remove(k);
-                }
+            for (k, put) in &writes {
+                match put {
+                    Some(time) => model.insert(k.clone(), *time),
+                    None => model.remove(k),
+                };
             }
             prop_assert_eq!(apply(&existing, &writes), model);
         }

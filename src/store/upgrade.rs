@@ -16,8 +16,8 @@ use crate::domain::view::CustomerView;
 const CUSTOMERS_PER_STEP: usize = 20_000;
 
 /// Rebuilds every customer's key record and the search index from the customers' views, for
-/// a file whose terms predate the present ones (name pairs), then records the present schema
-/// version. Steps commit as they go; the version is written last, so an upgrade cut short
+/// a file whose terms predate the present ones (name pairs, the time of change in the index),
+/// then records the present schema version. Steps commit as they go; the version is written last, so an upgrade cut short
 /// starts over (from an emptied index) at the next open.
 pub(crate) fn rebuild_terms(store: &Store) -> Result<(), StoreError> {
     let tx = store.begin_write()?;
@@ -57,13 +57,14 @@ pub(crate) fn rebuild_terms(store: &Store) -> Result<(), StoreError> {
                 let record = schema::encode_keys(view.updated_at_ms, &terms);
                 keys.insert(view.customer_ref.as_str(), record.as_slice())
                     .map_err(StoreError::db)?;
-                entries.extend(terms.into_iter().map(|t| (t, view.customer_ref.as_str())));
+                let (customer, time) = (view.customer_ref.as_str(), view.updated_at_ms);
+                entries.extend(terms.into_iter().map(|t| (t, customer, time)));
             }
             // In key order: each leaf of the index is written once per run of its keys.
             entries.sort_unstable();
-            for (term, customer) in &entries {
+            for (term, customer, time) in &entries {
                 index
-                    .insert((term.as_str(), *customer), ())
+                    .insert((term.as_str(), *customer), time)
                     .map_err(StoreError::db)?;
             }
             rebuilt += views.len();
@@ -83,7 +84,7 @@ pub(crate) fn rebuild_terms(store: &Store) -> Result<(), StoreError> {
     tx.commit().map_err(StoreError::db)?;
     tracing::info!(
         customers = rebuilt,
-        "store upgraded: search index and key records rebuilt for name pairs"
+        "store upgraded: search index and key records rebuilt"
     );
     Ok(())
 }

@@ -712,15 +712,16 @@ pub fn search_refs(store: &outpost::store::Store, q: &str, limit: usize) -> Vec<
         .collect()
 }
 
-/// Every (term, customer) entry of a store's main search index, read from an open table.
+/// Every (term, customer) entry of a store's main search index, with the time of change it
+/// holds, read from an open table.
 pub fn index_entries(
-    index: &impl redb::ReadableTable<(&'static str, &'static str), ()>,
-) -> std::collections::BTreeSet<(String, String)> {
-    let mut have = std::collections::BTreeSet::new();
+    index: &impl redb::ReadableTable<(&'static str, &'static str), i64>,
+) -> std::collections::BTreeMap<(String, String), i64> {
+    let mut have = std::collections::BTreeMap::new();
     for row in index.iter().expect("iter") {
-        let (k, _) = row.expect("row");
+        let (k, time) = row.expect("row");
         let (term, customer) = k.value();
-        have.insert((term.to_string(), customer.to_string()));
+        have.insert((term.to_string(), customer.to_string()), time.value());
     }
     have
 }
