@@ -167,6 +167,7 @@ fn child_serve(path: &Path) {
     std::io::stdin()
         .read_line(&mut line)
         .expect("parent's go-ahead");
+    eprintln!("P7 child, after the HTTP load: {}", common::rss_line());
     rt.block_on(server.stop());
     drop(writer);
     thread.join().expect("writer");

@@ -134,8 +134,7 @@ fn hash_token(name: &str, role: &str) -> anyhow::Result<()> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
+    outpost::process::runtime_builder()
         .build()
         .context("cannot start the async runtime")
 }

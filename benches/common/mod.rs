@@ -205,7 +205,8 @@ pub fn percentile_ms(samples: &mut [Duration], p: f64) -> f64 {
     samples[rank.min(samples.len() - 1)].as_secs_f64() * 1000.0
 }
 
-/// This process's current and peak resident set size, as `/proc/self/status` shows them.
+/// This process's current and peak resident set size and its thread count, as
+/// `/proc/self/status` shows them.
 pub fn rss_line() -> String {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -215,6 +216,7 @@ pub fn rss_line() -> String {
                 || l.starts_with("VmHWM:")
                 || l.starts_with("RssAnon:")
                 || l.starts_with("RssFile:")
+                || l.starts_with("Threads:")
         })
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
         .collect::<Vec<_>>()
@@ -383,8 +385,7 @@ pub fn start_writer(
 
 /// A multi-threaded runtime for a bench.
 pub fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
+    outpost::process::runtime_builder()
         .build()
         .expect("runtime")
 }
