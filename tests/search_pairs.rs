@@ -352,6 +352,12 @@ async fn a_store_with_tables_in_byte_order_is_put_in_reference_order_at_open() {
         tx.commit().expect("commit");
     }
 
+    // `outpost doctor` on the stopped old store: every customer counted, nothing wrong.
+    let summary = outpost::store::backup::inspect(&path).expect("doctor reads the old store");
+    assert_eq!(summary.customers, model.len() as u64);
+    assert_eq!(summary.schema_version, Some(5));
+    assert!(summary.problems.is_empty(), "{:?}", summary.problems);
+
     let store = Store::open(&path, &options).expect("open upgraded");
     let mut rng = StdRng::seed_from_u64(5);
     let queries: Vec<String> = (0..60).map(|_| query(&mut rng, &model)).collect();
