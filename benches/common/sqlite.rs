@@ -317,14 +317,14 @@ pub fn search(conn: &Connection, q: &str, limit: usize) -> Vec<Found> {
     if terms.is_empty() {
         return Vec::new();
     }
-    let (mut proven, mut unproven) =
+    let (proven, mut unproven) =
         pair_candidates(conn, &terms).unwrap_or_else(|| term_candidates(conn, &terms));
     unproven.sort();
     unproven.dedup();
     let mut keys = conn
         .prepare_cached("SELECT keys FROM customers WHERE ref = ?1")
         .expect("prepare keys");
-    let mut ranked: Vec<(i64, String)> = Vec::with_capacity(unproven.len() + proven.len());
+    let mut checked: Vec<(i64, String)> = Vec::with_capacity(unproven.len() + proven.len());
     for r in &unproven {
         let bytes: Option<Vec<u8>> = keys
             .query_row(params![r], |row| row.get(0))
@@ -333,18 +333,10 @@ pub fn search(conn: &Connection, q: &str, limit: usize) -> Vec<Found> {
         let Some(bytes) = bytes else { continue };
         let record = schema::CustomerKeys::parse(&bytes).expect("key record");
         if record.matches_all(&terms) {
-            ranked.push((record.updated_at_ms, r.clone()));
+            checked.push((record.updated_at_ms, r.clone()));
         }
     }
-    proven.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-    proven.dedup_by(|later, first| later.0 == first.0);
-    ranked.extend(
-        proven
-            .into_iter()
-            .filter(|(r, _)| unproven.binary_search(r).is_err())
-            .map(|(r, time)| (time, r)),
-    );
-    ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let mut ranked = search::rank(checked, proven, &unproven);
     ranked.truncate(limit);
     let mut body = conn
         .prepare_cached("SELECT body FROM customers WHERE ref = ?1")

@@ -243,6 +243,28 @@ pub fn query_terms(q: &str) -> Vec<String> {
     out
 }
 
+/// Orders search results most recently changed first, then by reference: `checked`, the
+/// candidates that passed a check of their terms, with their times of change; and `proven`,
+/// customers an index range proved to match, with the time its entry holds, each taken once at
+/// its latest time and left out when it is among `unproven` (sorted; those were checked, and
+/// their check rules).
+pub fn rank(
+    mut checked: Vec<(i64, String)>,
+    mut proven: Vec<(String, i64)>,
+    unproven: &[String],
+) -> Vec<(i64, String)> {
+    proven.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+    proven.dedup_by(|later, first| later.0 == first.0);
+    checked.extend(
+        proven
+            .into_iter()
+            .filter(|(r, _)| unproven.binary_search(r).is_err())
+            .map(|(r, time)| (time, r)),
+    );
+    checked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    checked
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,6 +299,20 @@ mod tests {
                 .iter()
                 .any(|t| term_matches(t.as_bytes(), qt.as_bytes()))
         })
+    }
+
+    #[test]
+    fn results_rank_newest_first_each_once_and_a_check_rules() {
+        let s = |r: &str| r.to_string();
+        let checked = vec![(5, s("C2")), (9, s("C4"))];
+        // C1 twice (two of its terms matched), C3 proven but checked and refused, C5 a tie.
+        let proven = vec![(s("C1"), 3), (s("C3"), 99), (s("C1"), 7), (s("C5"), 7)];
+        let unproven = vec![s("C2"), s("C3"), s("C4")];
+        let ranked = rank(checked, proven, &unproven);
+        assert_eq!(
+            ranked,
+            vec![(9, s("C4")), (7, s("C1")), (7, s("C5")), (5, s("C2"))]
+        );
     }
 
     #[test]

@@ -477,10 +477,7 @@ fn inspect_unguarded(path: &Path) -> Result<StoreSummary, StoreError> {
             }
         }
     }
-    let customers = tables
-        .get(redb::TableHandle::name(&schema::CUSTOMERS))
-        .copied()
-        .unwrap_or(0);
+    let customers = tables.get(schema::CUSTOMERS.name()).copied().unwrap_or(0);
     // A store before schema 6 keys its views otherwise: they are counted, not read.
     if let Ok(views) = tx.open_table(schema::CUSTOMERS) {
         for entry in t(views.iter())? {

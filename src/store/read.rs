@@ -71,7 +71,7 @@ impl Store {
         }
         let Candidates {
             tx,
-            mut proven,
+            proven,
             mut unproven,
         } = match self.pair_candidates(&terms)? {
             Some(found) => found,
@@ -85,27 +85,19 @@ impl Store {
         // Candidates the index does not prove are checked and ranked by their key records
         // (terms and time of change, a table a fraction of the views' size). A customer among
         // them may have changed since its index entries were written: its key record rules.
-        let mut ranked: Vec<(i64, String)> = Vec::with_capacity(unproven.len() + proven.len());
+        let mut checked: Vec<(i64, String)> = Vec::with_capacity(unproven.len() + proven.len());
         for r in &unproven {
             let Some(bytes) = t(keys.get(r.as_str()))? else {
                 continue;
             };
             let record = CustomerKeys::parse(bytes.value())?;
             if record.matches_all(&terms) {
-                ranked.push((record.updated_at_ms, r.clone()));
+                checked.push((record.updated_at_ms, r.clone()));
             }
         }
         // The others are ranked by the time their index entries hold, no record read: at a
         // million customers most key records are not cached (about 7 µs each, measured).
-        proven.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-        proven.dedup_by(|later, first| later.0 == first.0);
-        ranked.extend(
-            proven
-                .into_iter()
-                .filter(|(r, _)| unproven.binary_search(r).is_err())
-                .map(|(r, time)| (time, r)),
-        );
-        ranked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let ranked = search::rank(checked, proven, &unproven);
         let mut out = Vec::with_capacity(limit.min(ranked.len()));
         for (_, r) in ranked {
             if out.len() >= limit {

@@ -17,8 +17,8 @@ const CUSTOMERS_PER_STEP: usize = 20_000;
 
 /// Rebuilds every customer's key record and the search index from the customers' views, for
 /// a file whose terms predate the present ones (name pairs, the time of change in the index),
-/// then records the present schema version. Steps commit as they go; the version is written last, so an upgrade cut short
-/// starts over (from an emptied index) at the next open.
+/// then records the present schema version. Steps commit as they go; the version is written
+/// last, so an upgrade cut short starts over (from an emptied index) at the next open.
 pub(crate) fn rebuild_terms(store: &Store) -> Result<(), StoreError> {
     let tx = store.begin_write()?;
     // The log's rows are in the old terms too; the rebuilt index holds all they would add.
