@@ -18,6 +18,11 @@ struct Harness {
 
 impl Harness {
     async fn start(sync_interval_ms: u64, seed: u64) -> Harness {
+        Harness::start_with(sync_interval_ms, seed, 50).await
+    }
+
+    /// As [`Harness::start`], with the node's upload and outcome interval given.
+    async fn start_with(sync_interval_ms: u64, seed: u64, upload_interval_ms: u64) -> Harness {
         let hq = HqEmulator::start(HqEmulatorConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             sync_interval: Some(Duration::from_millis(sync_interval_ms)),
@@ -29,7 +34,7 @@ impl Harness {
         let mut config = Config::for_dir(dir.path());
         config.hq.url = hq.url();
         config.hq.request_timeout_ms = 2_000;
-        config.upload.interval_ms = 50;
+        config.upload.interval_ms = upload_interval_ms;
         config.upload.batch_size = 100;
         config.upload.retry_initial_ms = 20;
         config.upload.retry_max_ms = 300;
@@ -418,6 +423,26 @@ async fn a_poison_customer_fails_alone_and_completes_after_edit_and_resync() {
     assert_eq!(fixed["last_name"], "Pärn");
     assert_eq!(fixed["first_name"], "Maria");
     assert_eq!(fixed["addresses"].as_array().unwrap().len(), 1);
+    h.node.shutdown().await.unwrap();
+    h.hq.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staged_batches_are_confirmed_without_waiting_out_the_interval() {
+    // The node reads outcomes every 60 s when idle; HQ answers staged work every 50 ms. Once
+    // HQ stages a batch, the node reads the feed again soon after, so a backlog is confirmed
+    // long before the next interval.
+    let h = Harness::start_with(50, 12, 60_000).await;
+    let mut written = Vec::new();
+    for i in 0..60 {
+        written.push(write_customer(&h, i).await);
+    }
+    let (status, body) = h.send(reqwest::Method::POST, "/v1/sync/upload", None).await;
+    assert_eq!(status, 202, "{body}");
+    let ops = h.wait_all_in(&["completed"], Duration::from_secs(10)).await;
+    assert_eq!(ops.len(), 240);
+    let at_hq = h.hq_customers().await;
+    assert_eq!(at_hq.len(), written.len());
     h.node.shutdown().await.unwrap();
     h.hq.shutdown().await;
 }

@@ -84,6 +84,7 @@ impl SyncTasks {
         let status = Arc::new(SyncStatus::default());
         let wake_upload = Arc::new(Notify::new());
         let wake_outcomes = Arc::new(Notify::new());
+        let staged = Arc::new(Notify::new());
         let seed = rand::random::<u64>();
         let in_flight = realtime::InFlight::default();
         let uploader = uploader::Uploader {
@@ -97,6 +98,7 @@ impl SyncTasks {
             wake: wake_upload.clone(),
             stop: stopped.clone(),
             in_flight: in_flight.clone(),
+            staged: staged.clone(),
         };
         let puller = outcomes::OutcomePuller {
             store: store.clone(),
@@ -109,6 +111,7 @@ impl SyncTasks {
             last_prune: None,
             status: status.clone(),
             wake: wake_outcomes.clone(),
+            staged,
             stop: stopped.clone(),
         };
         let (downloader, cdx) = cdx::downloader(
@@ -172,18 +175,38 @@ impl SyncControl {
     }
 }
 
-/// Waits `delay`, or until woken, or until told to stop. Returns false when told to stop.
+/// What ended a [`pause`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Resumed {
+    /// The delay ran out.
+    Timer,
+    /// `wake` was notified.
+    Woken,
+    /// `also` was notified.
+    Also,
+}
+
+/// Waits `delay`, or until woken (by `wake`, or by `also` when given). `None` when told to
+/// stop.
 pub(crate) async fn pause(
     delay: Duration,
     wake: &Notify,
+    also: Option<&Notify>,
     stop: &mut watch::Receiver<bool>,
-) -> bool {
+) -> Option<Resumed> {
     if *stop.borrow() {
-        return false;
+        return None;
     }
+    let also = async {
+        match also {
+            Some(notify) => notify.notified().await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
-        () = tokio::time::sleep(delay) => true,
-        () = wake.notified() => true,
-        _ = stop.changed() => false,
+        () = tokio::time::sleep(delay) => Some(Resumed::Timer),
+        () = wake.notified() => Some(Resumed::Woken),
+        () = also => Some(Resumed::Also),
+        _ = stop.changed() => None,
     }
 }

@@ -19,6 +19,11 @@ use crate::store::{Store, WriterHandle};
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// Most operations pruned at once (one transaction).
 const PRUNE_MAX: usize = 2_000;
+/// After HQ stages a batch, the first re-read of a feed that had no full page; each further one
+/// waits twice as long, up to the interval. HQ answers a batch some time after staging it, so
+/// one read right after would often come too early, and reading at the interval alone lets a
+/// backlog's outcomes fall a whole interval behind its uploads.
+const FOLLOW_UP_FIRST: Duration = Duration::from_millis(20);
 
 /// The outcome puller task's state.
 pub struct OutcomePuller {
@@ -32,6 +37,9 @@ pub struct OutcomePuller {
     pub(crate) last_prune: Option<Instant>,
     pub(crate) status: Arc<SyncStatus>,
     pub(crate) wake: Arc<Notify>,
+    /// Told when HQ staged an upload batch: idle, the puller reads the feed then instead of
+    /// at the next interval (a retry delay is kept: HQ asked for it).
+    pub(crate) staged: Arc<Notify>,
     pub(crate) stop: watch::Receiver<bool>,
 }
 
@@ -74,12 +82,22 @@ impl OutcomePuller {
     /// Runs until told to stop.
     pub async fn run(mut self) {
         let mut delay = Duration::ZERO;
+        let mut idle = false;
+        // The next follow-up delay, while HQ may still be answering a staged batch.
+        let mut follow_up: Option<Duration> = None;
         let mut stop = self.stop.clone();
-        while super::pause(delay, &self.wake, &mut stop).await {
+        let staged = self.staged.clone();
+        while let Some(resumed) =
+            super::pause(delay, &self.wake, idle.then_some(&*staged), &mut stop).await
+        {
+            if resumed == super::Resumed::Also {
+                follow_up = Some(FOLLOW_UP_FIRST);
+            }
             let result = tokio::select! {
                 r = self.pull_once() => r,
                 _ = stop.changed() => return,
             };
+            idle = matches!(result, Ok(false));
             delay = match result {
                 Ok(true) => {
                     self.retry.reset();
@@ -88,7 +106,16 @@ impl OutcomePuller {
                 Ok(false) => {
                     self.retry.reset();
                     self.prune_if_due().await;
-                    self.interval
+                    match follow_up {
+                        Some(d) if d < self.interval => {
+                            follow_up = Some(d * 2);
+                            d
+                        }
+                        _ => {
+                            follow_up = None;
+                            self.interval
+                        }
+                    }
                 }
                 Err((message, retry_after, answered)) => {
                     self.status.outcomes_failed(message.clone(), answered);

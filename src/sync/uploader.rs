@@ -30,6 +30,8 @@ pub struct Uploader {
     pub(crate) wake: Arc<Notify>,
     pub(crate) stop: watch::Receiver<bool>,
     pub(crate) in_flight: super::realtime::InFlight,
+    /// Told when HQ staged a batch, so the outcome puller reads the feed soon after.
+    pub(crate) staged: Arc<Notify>,
 }
 
 enum Progress {
@@ -81,7 +83,10 @@ impl Uploader {
         let mut limit = self.batch_size;
         let mut delay = Duration::ZERO;
         let mut stop = self.stop.clone();
-        while super::pause(delay, &self.wake, &mut stop).await {
+        while super::pause(delay, &self.wake, None, &mut stop)
+            .await
+            .is_some()
+        {
             let result = tokio::select! {
                 r = self.upload_once(limit) => r,
                 _ = stop.changed() => return,
@@ -191,6 +196,9 @@ impl Uploader {
         let staged = reports.len() as u64 - refused;
         self.writer.execute(Command::MarkStaged(reports)).await?;
         self.status.upload_ok(staged, refused, latency_ms);
+        if staged > 0 {
+            self.staged.notify_one();
+        }
         tracing::info!(
             sent,
             staged,
