@@ -31,7 +31,9 @@
 //! - A crash mid-merge loses nothing: the log rows go only with the merge's last chunk, and
 //!   the log is read back into memory at open.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::binary_heap::PeekMut;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use redb::{ReadableTable, Table, WriteTransaction};
@@ -178,16 +180,32 @@ impl Frozen {
     }
 
     /// The next `n` entries in key order from every run, and where each run stands after them.
+    /// On equal keys the older run's entry comes first (runs are oldest first).
     fn next_chunk(&self, n: usize) -> (Vec<&Entry>, Vec<usize>) {
         let mut at = self.merged.clone();
+        // Each run's next entry, least first: a log that fell behind holds a few dozen runs,
+        // and a scan of every run's head per entry was a tenth of the merge's time.
+        let mut heads: BinaryHeap<Reverse<((&str, &str), usize)>> = (0..self.runs.len())
+            .filter_map(|i| self.runs[i].get(at[i]).map(|e| Reverse((e.key(), i))))
+            .collect();
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
-            let next = (0..self.runs.len())
-                .filter_map(|i| self.runs[i].get(at[i]).map(|e| (i, e)))
-                .min_by(|(_, a), (_, b)| a.key().cmp(&b.key()));
-            let Some((i, e)) = next else { break };
-            out.push(e);
+            let Some(mut head) = heads.peek_mut() else {
+                break;
+            };
+            let i = head.0.1;
+            let Some(entry) = self.runs[i].get(at[i]) else {
+                PeekMut::pop(head);
+                continue;
+            };
+            out.push(entry);
             at[i] += 1;
+            match self.runs[i].get(at[i]) {
+                Some(next) => *head = Reverse((next.key(), i)),
+                None => {
+                    PeekMut::pop(head);
+                }
+            }
         }
         (out, at)
     }
