@@ -129,9 +129,27 @@ fn query(rng: &mut StdRng, model: &[Known]) -> String {
 }
 
 fn check(store: &Store, model: &[Known], queries: &[String], when: &str) {
+    let mut quick = 0;
     for q in queries {
         assert_eq!(found(store, q), expected(model, q), "{when}: query {q:?}");
+        // The quick search answers only what it can answer whole: the same customers in the
+        // same order as the search, or nothing.
+        let limit = outpost::store::read::QUICK_SEARCH_LIMIT;
+        let refs = |found: Vec<outpost::store::CustomerRead>| -> Vec<String> {
+            found.into_iter().map(|r| r.view.customer_ref).collect()
+        };
+        if let Some(answer) = store.search_quick(q, limit).expect("quick search") {
+            let full = store.search(q, limit).expect("search");
+            assert_eq!(refs(answer), refs(full), "{when}: quick search of {q:?}");
+            quick += 1;
+        }
     }
+    // Both ways are taken: narrow queries answered quickly, broad ones given up.
+    assert!(quick > 0, "{when}: no query was answered quickly");
+    assert!(
+        quick < queries.len(),
+        "{when}: every query was answered quickly"
+    );
 }
 
 async fn run_seed(seed: u64) {
@@ -183,6 +201,51 @@ async fn searches_find_exactly_the_customers_whose_words_the_query_begins() {
 /// A store of the layout before name pairs (schema 4: names as plain terms) is upgraded at
 /// open: key records and the main index are rebuilt from the views, whatever they held, the
 /// old log rows go, and searches answer by the rule again; the version is written last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_search_gives_up_a_query_it_cannot_answer_whole() {
+    use outpost::store::read::QUICK_SEARCH_CANDIDATES;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::open(
+        &dir.path().join("outpost.redb"),
+        &StoreOptions::new(8 << 20),
+    )
+    .expect("open");
+    // Nothing merges: every term stays in the in-memory log.
+    let merge = MergeOptions {
+        start_at_entries: 1_000_000,
+        chunk_entries: 1_000,
+        idle_after: Duration::from_secs(3_600),
+    };
+    let w = common::start_writer(&store, merge);
+    // More customers than a quick search takes from one source, all found by "tamm mari"
+    // through an e-mail (a plain term of the log), none through a name pair.
+    let many = QUICK_SEARCH_CANDIDATES + 8;
+    let mut refs = Vec::new();
+    for i in 0..many {
+        let k = add(&w.0, "Jaan", "Tamm", Some(format!("mari.{i}@example.ee"))).await;
+        refs.push(k.customer_ref);
+    }
+    let narrow = add(&w.0, "Õie", "Kask", Some("oie@example.ee".into())).await;
+    assert!(store.search_log_entries() > 0, "the terms are in the log");
+    let found = common::search_refs(&store, "tamm mari", 100);
+    assert_eq!(found.len(), many, "the search finds them all");
+    assert!(
+        store
+            .search_quick("tamm mari", 20)
+            .expect("quick")
+            .is_none(),
+        "a source held more than the quick search takes: it must give the query up"
+    );
+    let quick = store
+        .search_quick("oie kask", 20)
+        .expect("quick")
+        .expect("a narrow query is answered");
+    let quick: Vec<String> = quick.into_iter().map(|r| r.view.customer_ref).collect();
+    assert_eq!(quick, vec![narrow.customer_ref]);
+    drop(w.0);
+    w.1.join().expect("writer");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_from_before_name_pairs_is_rebuilt_at_open() {
     use outpost::store::schema;

@@ -33,6 +33,12 @@ pub struct OpFilter {
 /// more customers than this may miss some (a till types more letters).
 const CANDIDATE_CAP: usize = 10_000;
 
+/// Most candidates a quick search ([`Store::search_quick`]) takes from any one source before
+/// it gives the query up as too broad to answer in place.
+pub const QUICK_SEARCH_CANDIDATES: usize = 32;
+/// Most customers a quick search answers (each is a view read and decoded).
+pub const QUICK_SEARCH_LIMIT: usize = 20;
+
 fn t<T>(r: Result<T, impl Into<redb::Error>>) -> Result<T, StoreError> {
     r.map_err(StoreError::db)
 }
@@ -65,17 +71,47 @@ impl Store {
 
     /// Customers whose terms match every term of `q` by prefix, most recently changed first.
     pub fn search(&self, q: &str, limit: usize) -> Result<Vec<CustomerRead>, StoreError> {
+        self.search_within(q, limit, CANDIDATE_CAP)
+            .map(|(found, _)| found)
+    }
+
+    /// As [`Store::search`] when the query is narrow: at most [`QUICK_SEARCH_CANDIDATES`]
+    /// candidates from each source and [`QUICK_SEARCH_LIMIT`] customers, so a bounded read (a
+    /// few dozen index entries and key records, twenty views) that a caller may run where it
+    /// stands. `None` when a source holds more, or the limit is larger: the answer could be
+    /// incomplete, and the query needs [`Store::search`].
+    pub fn search_quick(
+        &self,
+        q: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<CustomerRead>>, StoreError> {
+        if limit > QUICK_SEARCH_LIMIT {
+            return Ok(None);
+        }
+        let (found, full) = self.search_within(q, limit, QUICK_SEARCH_CANDIDATES)?;
+        Ok((!full).then_some(found))
+    }
+
+    /// The search, with each candidate source read up to `cap`; and whether any source
+    /// reached it (then a match may be missing).
+    fn search_within(
+        &self,
+        q: &str,
+        limit: usize,
+        cap: usize,
+    ) -> Result<(Vec<CustomerRead>, bool), StoreError> {
         let terms = search::query_terms(q);
         if terms.is_empty() || limit == 0 {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), false));
         }
         let Candidates {
             tx,
             proven,
             mut unproven,
-        } = match self.pair_candidates(&terms)? {
+            full,
+        } = match self.pair_candidates(&terms, cap)? {
             Some(found) => found,
-            None => self.term_candidates(&terms)?,
+            None => self.term_candidates(&terms, cap)?,
         };
         let customers = t(tx.open_table(schema::CUSTOMERS))?;
         let keys = t(tx.open_table(schema::CUSTOMER_KEYS))?;
@@ -110,7 +146,7 @@ impl Store {
             let sync_state = sync_state(&customer_ops, &view.customer_ref)?;
             out.push(CustomerRead { view, sync_state });
         }
-        Ok(out)
+        Ok((out, full))
     }
 
     /// Candidates of a query of two or more terms from the name pairs: the customers with a
@@ -121,7 +157,11 @@ impl Store {
     /// something else. A pair proves a query of two terms. `None` when both ways round, the
     /// pair's first term begins too many distinct words: the terms one by one are cheaper
     /// then.
-    fn pair_candidates(&self, terms: &[String]) -> Result<Option<Candidates>, StoreError> {
+    fn pair_candidates(
+        &self,
+        terms: &[String],
+        cap: usize,
+    ) -> Result<Option<Candidates>, StoreError> {
         let mut by_length: Vec<&str> = terms.iter().map(String::as_str).collect();
         by_length.sort_by_key(|t| std::cmp::Reverse(t.len()));
         let [long, short, ..] = by_length[..] else {
@@ -130,22 +170,26 @@ impl Store {
         // From memory before the snapshot opens (see `store::search_log`); both orders of a
         // customer's words are paired, so one order finds them all.
         let log = &self.search_log;
-        let mut unproven = log.pair_candidates(short, long, CANDIDATE_CAP);
+        let mut unproven = log.pair_candidates(short, long, cap);
+        let mut full = unproven.len() >= cap;
         for prefix in [short, long, search::MANY_NAME_WORDS] {
-            unproven.extend(log.candidates(prefix, CANDIDATE_CAP));
+            let recent = log.candidates(prefix, cap);
+            full |= recent.len() >= cap;
+            unproven.extend(recent);
         }
         let tx = self.begin_read()?;
         let mut proven = Vec::new();
         {
             let index = t(tx.open_table(schema::SEARCH))?;
             // A short first term (a first name, often) begins fewer distinct words.
-            let pairs = match pairs_matching(&index, short, long)? {
+            let pairs = match pairs_matching(&index, short, long, cap)? {
                 Some(pairs) => pairs,
-                None => match pairs_matching(&index, long, short)? {
+                None => match pairs_matching(&index, long, short, cap)? {
                     Some(pairs) => pairs,
                     None => return Ok(None),
                 },
             };
+            full |= pairs.len() >= cap;
             if terms.len() == 2 {
                 proven = pairs;
             } else {
@@ -155,10 +199,11 @@ impl Store {
             for prefix in [short, long, search::MANY_NAME_WORDS] {
                 let mut plain = Vec::new();
                 if prefix == search::MANY_NAME_WORDS {
-                    scan_term(&index, prefix, CANDIDATE_CAP, &mut plain)?;
+                    scan_term(&index, prefix, cap, &mut plain)?;
                 } else {
-                    scan_prefix(&index, prefix, CANDIDATE_CAP, &mut plain)?;
+                    scan_prefix(&index, prefix, cap, &mut plain)?;
                 }
+                full |= plain.len() >= cap;
                 unproven.extend(plain.into_iter().map(|(r, _)| r));
             }
         }
@@ -166,22 +211,23 @@ impl Store {
             tx,
             proven,
             unproven,
+            full,
         }))
     }
 
     /// Candidates from the terms one by one: the term with the fewest matches drives. Each
     /// term's matches are the plain terms it begins and the name pairs whose first word it
     /// begins; they prove a query of one term.
-    fn term_candidates(&self, terms: &[String]) -> Result<Candidates, StoreError> {
+    fn term_candidates(&self, terms: &[String], cap: usize) -> Result<Candidates, StoreError> {
         // The terms of recent writes not merged into the index yet, taken before the snapshot
         // is opened: what leaves memory after this is in the snapshot's index (see
         // `store::search_log`).
         let recent: Vec<Vec<String>> = terms
             .iter()
             .map(|term| {
-                let mut found = self.search_log.candidates(term, CANDIDATE_CAP);
+                let mut found = self.search_log.candidates(term, cap);
                 let pairs = search::pair_first_prefix(term);
-                found.extend(self.search_log.candidates(&pairs, CANDIDATE_CAP));
+                found.extend(self.search_log.candidates(&pairs, cap));
                 found
             })
             .collect();
@@ -196,9 +242,7 @@ impl Store {
             let mut driver: Option<(Vec<String>, Vec<Hit>)> = None;
             for i in order {
                 let term = &terms[i];
-                let bound = driver
-                    .as_ref()
-                    .map_or(CANDIDATE_CAP, |(r, h)| r.len() + h.len());
+                let bound = driver.as_ref().map_or(cap, |(r, h)| r.len() + h.len());
                 let recent = recent[i].clone();
                 let mut hits = Vec::new();
                 for prefix in [term.clone(), search::pair_first_prefix(term)] {
@@ -213,11 +257,14 @@ impl Store {
             }
             driver.unwrap_or_default()
         };
+        // A term that beat another holds fewer than it; only the first can have been cut.
+        let full = unproven.len() + hits.len() >= cap;
         Ok(if terms.len() == 1 {
             Candidates {
                 tx,
                 proven: hits,
                 unproven,
+                full,
             }
         } else {
             let mut unproven = unproven;
@@ -226,6 +273,7 @@ impl Store {
                 tx,
                 proven: Vec::new(),
                 unproven,
+                full,
             }
         })
     }
@@ -311,6 +359,8 @@ struct Candidates {
     /// Customers to check against their key records (from memory, or from index ranges that
     /// match only some of the query's terms).
     unproven: Vec<String>,
+    /// Some source held as many as it was allowed to give: a match may be missing.
+    full: bool,
 }
 
 /// Adds the customers of the index entries whose term starts with `prefix` to `found`, with
@@ -368,6 +418,7 @@ fn pairs_matching(
     index: &Index,
     first: &str,
     second: &str,
+    cap: usize,
 ) -> Result<Option<Vec<Hit>>, StoreError> {
     let first_words = search::pair_first_prefix(first);
     let mut seek = first_words.clone();
@@ -388,7 +439,7 @@ fn pairs_matching(
             }
         };
         let pairs = search::pair_term(&word, second);
-        scan_prefix(index, &pairs, CANDIDATE_CAP, &mut out)?;
+        scan_prefix(index, &pairs, cap, &mut out)?;
         seek = search::after_pairs_of(&word);
     }
     Ok(None)
