@@ -90,14 +90,23 @@ impl Entry {
 struct Runs {
     runs: Vec<Vec<Entry>>,
     len: usize,
+    /// Emptied buffers of merged runs, kept for the next merges (at most [`SPARE_BUFFERS`]).
+    /// A fresh buffer of a large run is memory the allocator gets from the system and gives
+    /// back within milliseconds: each merge into one faulted in and zeroed every page of it
+    /// (a tenth of the writer's time in the P2 profile, with its purge delay of 2 ms).
+    spare: Vec<Vec<Entry>>,
 }
 
+/// Most emptied run buffers [`Runs`] keeps: a merge empties two and fills one, so a few cover
+/// every merge of a cascade. At most 6 MiB: four buffers of the longest run.
+const SPARE_BUFFERS: usize = 4;
+
 impl Runs {
-    fn push_batch(&mut self, mut batch: Vec<Entry>) {
+    /// Adds a batch sorted by key.
+    fn push_sorted(&mut self, batch: Vec<Entry>) {
         if batch.is_empty() {
             return;
         }
-        batch.sort_by(|a, b| a.key().cmp(&b.key()));
         self.len += batch.len();
         self.runs.push(batch);
         while let [.., older, newer] = self.runs.as_slice() {
@@ -107,8 +116,48 @@ impl Runs {
             let (Some(newer), Some(older)) = (self.runs.pop(), self.runs.pop()) else {
                 break;
             };
-            self.runs.push(merge_runs(older, newer));
+            let merged = self.merge(older, newer);
+            self.runs.push(merged);
         }
+    }
+
+    /// Adds a batch in any order.
+    fn push_batch(&mut self, mut batch: Vec<Entry>) {
+        batch.sort_by(|a, b| a.key().cmp(&b.key()));
+        self.push_sorted(batch);
+    }
+
+    /// Merges two sorted runs into a spare buffer when one is large enough, keeping theirs.
+    fn merge(&mut self, mut older: Vec<Entry>, mut newer: Vec<Entry>) -> Vec<Entry> {
+        let n = older.len() + newer.len();
+        // The smallest that fits: a small run does not hold on to a large buffer.
+        let fits = (0..self.spare.len())
+            .filter(|&i| self.spare[i].capacity() >= n)
+            .min_by_key(|&i| self.spare[i].capacity());
+        let mut out = match fits {
+            Some(at) => self.spare.swap_remove(at),
+            None => Vec::with_capacity(n),
+        };
+        merge_runs(&mut older, &mut newer, &mut out);
+        for emptied in [older, newer] {
+            self.keep_spare(emptied);
+        }
+        out
+    }
+
+    /// Keeps an emptied buffer for a later merge, or frees the smallest when enough are kept.
+    fn keep_spare(&mut self, emptied: Vec<Entry>) {
+        self.spare.push(emptied);
+        if self.spare.len() > SPARE_BUFFERS {
+            self.spare.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
+            self.spare.truncate(SPARE_BUFFERS);
+        }
+    }
+
+    /// Takes the runs out, leaving no entries (and the spare buffers).
+    fn take_runs(&mut self) -> Vec<Vec<Entry>> {
+        self.len = 0;
+        std::mem::take(&mut self.runs)
     }
 }
 
@@ -119,11 +168,12 @@ impl Runs {
 /// and a log of the 524,288 entries a merge falls behind at most holds about 32 runs.
 const MAX_RUN_ENTRIES: usize = 32_768;
 
-/// Merges two sorted runs; on equal keys the older run's entry comes first.
-fn merge_runs(older: Vec<Entry>, newer: Vec<Entry>) -> Vec<Entry> {
-    let mut out = Vec::with_capacity(older.len() + newer.len());
-    let mut a = older.into_iter().peekable();
-    let mut b = newer.into_iter().peekable();
+/// Moves two sorted runs into `out` (empty) in key order, leaving them empty; on equal keys
+/// the older run's entry comes first.
+fn merge_runs(older: &mut Vec<Entry>, newer: &mut Vec<Entry>, out: &mut Vec<Entry>) {
+    out.reserve(older.len() + newer.len());
+    let mut a = older.drain(..).peekable();
+    let mut b = newer.drain(..).peekable();
     loop {
         let take_a = match (a.peek(), b.peek()) {
             (Some(x), Some(y)) => x.key() <= y.key(),
@@ -134,7 +184,6 @@ fn merge_runs(older: Vec<Entry>, newer: Vec<Entry>) -> Vec<Entry> {
         let next = if take_a { a.next() } else { b.next() };
         out.extend(next);
     }
-    out
 }
 
 /// Customers of `run` (sorted) with an added term starting with `prefix` that passes `also`,
@@ -320,7 +369,7 @@ impl SearchLog {
         let mut batch = entries_of(changes);
         batch.sort_by(|a, b| a.key().cmp(&b.key()));
         let mut state = self.write();
-        state.active.push_batch(batch);
+        state.active.push_sorted(batch);
         state.last_key = state.last_key.max(last_key);
     }
 
@@ -362,7 +411,7 @@ impl SearchLog {
                 if state.active.len == 0 {
                     return Ok(None);
                 }
-                let runs = std::mem::take(&mut state.active).runs;
+                let runs = state.active.take_runs();
                 let (last_key, after_key) = (state.last_key, state.merged_through);
                 state.frozen = Some(Frozen {
                     merged: vec![0; runs.len()],
@@ -549,10 +598,13 @@ mod tests {
                 .collect();
             batch.push(entry("same".into(), "c", b % 2 == 0));
             batch.sort_by(|a, b| a.key().cmp(&b.key()));
-            runs.push_batch(batch);
+            runs.push_sorted(batch);
         }
         assert_eq!(runs.len, BATCH * BATCHES);
         assert_eq!(runs.runs.iter().map(Vec::len).sum::<usize>(), runs.len);
+        // Merges reuse emptied buffers: a few are kept, and they hold nothing.
+        assert!(!runs.spare.is_empty() && runs.spare.len() <= SPARE_BUFFERS);
+        assert!(runs.spare.iter().all(Vec::is_empty));
         for run in &runs.runs {
             assert!(run.len() <= MAX_RUN_ENTRIES, "a run of {}", run.len());
             assert!(run.windows(2).all(|w| w[0].key() <= w[1].key()));
@@ -564,9 +616,11 @@ mod tests {
             .filter(|r| r.len() > MAX_RUN_ENTRIES / 2)
             .count();
         assert!(runs.runs.len() <= big + 2 * (MAX_RUN_ENTRIES / BATCH).ilog2() as usize + 2);
+        let taken = runs.take_runs();
+        assert_eq!((runs.len, runs.runs.len()), (0, 0));
         let frozen = Frozen {
-            merged: vec![0; runs.runs.len()],
-            runs: runs.runs,
+            merged: vec![0; taken.len()],
+            runs: taken,
             last_key: 0,
             after_key: 0,
         };
