@@ -85,16 +85,16 @@ impl Tables<'_> {
                     continue;
                 }
             }
-            let Some(mut op) = self.op_by_id(report.id)? else {
+            let Some(mut record) = self.op_record_by_id(report.id)? else {
                 continue;
             };
             // Only the revision that was sent, and only if nothing moved it meanwhile.
-            if op.revision != report.revision || op.state != OpState::Pending {
+            if record.revision != report.revision || record.state != OpState::Pending {
                 continue;
             }
             match &report.refused {
-                None => self.set_state(&mut op, OpState::Uploaded, None, now)?,
-                Some(error) => self.fail(&mut op, error.clone(), now)?,
+                None => self.set_record_state(&mut record, OpState::Uploaded, None, now)?,
+                Some(error) => self.fail(&mut record.operation()?, error.clone(), now)?,
             }
             changed += 1;
         }
@@ -145,10 +145,10 @@ impl Tables<'_> {
             .map_err(StoreError::db)?;
         let mut changed = 0;
         for outcome in outcomes {
-            let Some(mut op) = self.op_by_id(outcome.id)? else {
+            let Some(mut record) = self.op_record_by_id(outcome.id)? else {
                 continue;
             };
-            if op.revision != outcome.revision {
+            if record.revision != outcome.revision {
                 continue;
             }
             match &outcome.verdict {
@@ -157,18 +157,21 @@ impl Tables<'_> {
                     conflicts,
                 } => {
                     if let Some(account) = account_number {
-                        self.set_account_number(&op.customer_ref, account)?;
+                        self.set_account_number(&record.customer_ref, account)?;
                     }
-                    if op.state != OpState::Completed {
-                        op.conflicts.clone_from(conflicts);
-                        self.set_state(&mut op, OpState::Completed, None, now)?;
-                        self.fold_into_base(&op)?;
+                    if record.state != OpState::Completed {
+                        record.conflicts.clone_from(conflicts);
+                        self.set_record_state(&mut record, OpState::Completed, None, now)?;
+                        self.fold_into_base(&record)?;
                     }
                 }
-                HqVerdict::Failed(error) => self.fail(&mut op, error.clone(), now)?,
+                HqVerdict::Failed(error) => {
+                    self.fail(&mut record.operation()?, error.clone(), now)?;
+                }
                 HqVerdict::Held(error) => {
-                    if op.state != OpState::Pending {
-                        self.set_state(&mut op, OpState::Held, Some(error.clone()), now)?;
+                    if record.state != OpState::Pending {
+                        let error = Some(error.clone());
+                        self.set_record_state(&mut record, OpState::Held, error, now)?;
                     }
                 }
             }

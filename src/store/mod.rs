@@ -7,6 +7,7 @@ pub mod cdx;
 pub mod faulty;
 pub mod gather;
 pub mod hq_sync;
+mod op_record;
 pub mod prune;
 pub mod read;
 pub mod schema;

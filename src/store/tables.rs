@@ -6,6 +6,7 @@ use std::ops::Bound;
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::StoreError;
+use super::op_record::OpRecord;
 use super::schema::{self, CustomerRef, decode, encode};
 use crate::domain::operation::OpError;
 use crate::domain::search;
@@ -139,22 +140,54 @@ impl<'tx> Tables<'tx> {
         error: Option<OpError>,
         now: i64,
     ) -> Result<(), StoreError> {
-        if op.state != state {
-            self.by_state
-                .remove((op.state.code(), op.seq))
-                .map_err(StoreError::db)?;
-            self.by_state
-                .insert((state.code(), op.seq), ())
-                .map_err(StoreError::db)?;
-            self.customer_ops
-                .insert((op.customer_ref.as_str(), op.seq), state.code())
-                .map_err(StoreError::db)?;
-        }
+        self.move_state(op.seq, &op.customer_ref, op.state, state)?;
         op.state = state;
         op.error = error;
         op.updated_at_ms = now;
         self.ops
             .insert(op.seq, encode(op)?.as_slice())
+            .map_err(StoreError::db)?;
+        Ok(())
+    }
+
+    /// As [`Tables::set_state`], for an operation read as an [`OpRecord`].
+    pub fn set_record_state(
+        &mut self,
+        record: &mut OpRecord,
+        state: OpState,
+        error: Option<OpError>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.move_state(record.seq, &record.customer_ref, record.state, state)?;
+        record.state = state;
+        record.error = error;
+        record.updated_at_ms = now;
+        self.ops
+            .insert(record.seq, encode(record)?.as_slice())
+            .map_err(StoreError::db)?;
+        Ok(())
+    }
+
+    /// Moves operation `seq` of `customer` from state `from` to `to` in the by-state and
+    /// per-customer indexes.
+    fn move_state(
+        &mut self,
+        seq: u64,
+        customer: &str,
+        from: OpState,
+        to: OpState,
+    ) -> Result<(), StoreError> {
+        if from == to {
+            return Ok(());
+        }
+        self.by_state
+            .remove((from.code(), seq))
+            .map_err(StoreError::db)?;
+        self.by_state
+            .insert((to.code(), seq), ())
+            .map_err(StoreError::db)?;
+        self.customer_ops
+            .insert((customer, seq), to.code())
             .map_err(StoreError::db)?;
         Ok(())
     }
@@ -177,6 +210,20 @@ impl<'tx> Tables<'tx> {
     }
 
     pub fn op_by_id(&self, id: OperationId) -> Result<Option<Operation>, StoreError> {
+        self.op_bytes_by_id(id, decode)
+    }
+
+    /// As [`Tables::op_by_id`], its payload left encoded.
+    pub fn op_record_by_id(&self, id: OperationId) -> Result<Option<OpRecord>, StoreError> {
+        self.op_bytes_by_id(id, decode)
+    }
+
+    /// Operation `id`'s stored record, decoded by `decode`.
+    fn op_bytes_by_id<T>(
+        &self,
+        id: OperationId,
+        decode: impl FnOnce(&[u8]) -> Result<T, StoreError>,
+    ) -> Result<Option<T>, StoreError> {
         let Some(seq) = self.op_ids.get(id.as_u128()).map_err(StoreError::db)? else {
             return Ok(None);
         };
@@ -305,26 +352,28 @@ impl<'tx> Tables<'tx> {
         }))
     }
 
-    /// Folds a confirmed operation into the customer's base.
-    pub fn fold_into_base(&mut self, op: &Operation) -> Result<(), StoreError> {
-        let base = match self.customer_base(&op.customer_ref)? {
+    /// Folds a confirmed operation into the customer's base. Its payload is decoded only when
+    /// the base needs it: a confirmed create with nothing after it does not.
+    pub fn fold_into_base(&mut self, record: &OpRecord) -> Result<(), StoreError> {
+        let customer = record.customer_ref.as_str();
+        let base = match self.customer_base(customer)? {
             Some(mut base) => {
                 // An operation HQ confirmed but that no longer folds (its record was replaced
                 // by a newer HQ copy) changes nothing: HQ's copy already has the truth.
-                let _ = base.apply(op);
+                let _ = base.apply(&record.operation()?);
                 Some(base)
             }
             // A confirmed create with nothing after it unconfirmed: the view is the base, and
             // needs no record of its own until the next local change (`Tables::keep_base`).
-            None if !self.has_unconfirmed(&op.customer_ref)? => None,
-            None => CustomerView::created_by(op),
+            None if !self.has_unconfirmed(customer)? => None,
+            None => CustomerView::created_by(&record.operation()?),
         };
         if let Some(mut base) = base {
-            if let Some(current) = self.customer(&op.customer_ref)? {
+            if let Some(current) = self.customer(customer)? {
                 base.account_number = current.account_number;
             }
             self.bases
-                .insert(op.customer_ref.as_str(), encode(&base)?.as_slice())
+                .insert(customer, encode(&base)?.as_slice())
                 .map_err(StoreError::db)?;
         }
         Ok(())
