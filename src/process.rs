@@ -10,6 +10,12 @@
 //! static ALLOCATOR: outpost::process::Allocator = outpost::process::Allocator;
 //! ```
 //! and call [`configure_allocator`] first thing in `main`.
+//!
+//! The process also runs without transparent huge pages (THP), as databases commonly advise
+//! (Redis, MongoDB): mimalloc asks for them on its arenas, and with memory given back to the OS
+//! after [`PURGE_DELAY_MS`], the next touch of a purged range faulted in a whole 2 MiB page and
+//! the kernel zeroed it. That zeroing was 13% of the writer thread's time under group commit
+//! (`docs/performance.md`, step 35).
 
 use std::os::raw::c_long;
 
@@ -31,14 +37,29 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 #[cfg(test)]
 const MIMALLOC_DEFAULT_PURGE_DELAY_MS: c_long = 1_000;
 
-/// Sets the allocator's options ([`PURGE_DELAY_MS`]). Call at the start of `main`.
+/// Sets the allocator's options ([`PURGE_DELAY_MS`]) and turns transparent huge pages off for
+/// the process. Call at the start of `main`, before other threads start.
 pub fn configure_allocator() {
     // SAFETY: `mi_option_set` only stores an option value, which mimalloc reads when it next
     // purges; it is safe to call at any time, from any thread.
     unsafe {
         libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS);
     }
+    disable_transparent_huge_pages();
 }
+
+/// Turns transparent huge pages off for this process and its children (`PR_SET_THP_DISABLE`;
+/// it covers memory mapped before the call too). A kernel that refuses it leaves THP as the
+/// system has it: a cost in speed only, so the node starts anyway.
+#[cfg(target_os = "linux")]
+fn disable_transparent_huge_pages() {
+    // SAFETY: `prctl` with `PR_SET_THP_DISABLE` sets one flag of the process; the unused
+    // arguments must be zero.
+    let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn disable_transparent_huge_pages() {}
 
 /// Most threads in the async runtime's blocking pool (store reads, backups, opening and closing
 /// the store). Store reads are bounded apart (`store.max_concurrent_reads`), but tokio starts a
@@ -75,5 +96,14 @@ mod tests {
         );
         configure_allocator();
         assert_eq!(purge_delay(), PURGE_DELAY_MS);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn transparent_huge_pages_are_off_once_configured() {
+        configure_allocator();
+        // SAFETY: reads one flag of the process.
+        let disabled = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
+        assert_eq!(disabled, 1, "PR_GET_THP_DISABLE after configure_allocator");
     }
 }
