@@ -38,6 +38,7 @@ fn main() {
     let (writer, thread) = common::start_writer(&store, 512, &server_rt);
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .thread_name("bench-load")
         .enable_all()
         .build()
         .expect("client runtime");

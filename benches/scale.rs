@@ -198,6 +198,7 @@ fn serve_and_load(path: &Path, cached: usize, local: usize) -> (f64, f64) {
     };
     let client_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
+        .thread_name("bench-load")
         .enable_all()
         .build()
         .expect("client runtime");

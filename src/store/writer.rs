@@ -325,17 +325,7 @@ fn run(
             }
         }
         jobs.push(first);
-        let max = options.group_commit_max;
-        gather.fill(&mut jobs, max, idle, |jobs| {
-            while jobs.len() < max {
-                match rx.try_recv() {
-                    Ok(job) => jobs.push(job),
-                    Err(_) => break,
-                }
-            }
-        });
-        let commands: Vec<&Command> = jobs.iter().map(|j| &j.command).collect();
-        let committed = commit_group(&store, &options, &commands);
+        let committed = write_group(&store, &options, &mut gather, &mut rx, &mut jobs, idle);
         gather.committed(jobs.len(), rx.len());
         match committed {
             Ok(results) => {
@@ -476,80 +466,171 @@ impl Freer {
 
 pub(crate) type Refusable = Result<Outcome, CommandError>;
 
-/// Commits `commands` in one durable transaction. A refused command writes nothing; a store
-/// failure rolls back the whole group.
-pub(crate) fn commit_group(
+/// Applies the group's first job, and each job that arrives while the gather waits as it
+/// arrives, in one transaction, and commits it durably. Applying while waiting overlaps the
+/// callers' return with the group's own work: gathered first and applied after, the group's
+/// time was the wait plus the work. A refused command writes nothing; a store failure rolls
+/// back the whole group.
+fn write_group(
     store: &Store,
     options: &WriterOptions,
-    commands: &[&Command],
+    gather: &mut Gather,
+    rx: &mut mpsc::Receiver<Job>,
+    jobs: &mut Vec<Job>,
+    idle: Duration,
 ) -> Result<Vec<Refusable>, StoreError> {
     let tx = store.begin_write()?;
-    let results = {
-        let mut t = Tables::open(&tx)?;
-        let mut next_seq = t
+    let closed = {
+        let mut group = OpenGroup::open(&tx)?;
+        for job in jobs.iter() {
+            group.apply(options, &job.command);
+        }
+        let max = options.group_commit_max;
+        gather.fill(jobs, max, idle, |jobs| {
+            while jobs.len() < max {
+                match rx.try_recv() {
+                    Ok(job) => {
+                        group.apply(options, &job.command);
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+        });
+        group.close()?
+    };
+    tx.commit().map_err(StoreError::db)?;
+    Ok(closed.committed(store))
+}
+
+/// A group's transaction while its commands are applied, one by one as they arrive.
+struct OpenGroup<'tx> {
+    tx: &'tx redb::WriteTransaction,
+    tables: Tables<'tx>,
+    next_seq: u64,
+    /// The group's time: every command of it is made at once.
+    now: i64,
+    results: Vec<Refusable>,
+    /// The store failure that ends the group: no command after it is applied, and the whole
+    /// group is rolled back.
+    failed: Option<StoreError>,
+    /// Whether a command held a new configuration package.
+    config_changed: bool,
+}
+
+impl<'tx> OpenGroup<'tx> {
+    fn open(tx: &'tx redb::WriteTransaction) -> Result<Self, StoreError> {
+        let tables = Tables::open(tx)?;
+        let next_seq = tables
             .meta
             .get(schema::NEXT_SEQ)
             .map_err(StoreError::db)?
             .map_or(1, |g| g.value());
-        let now = now_ms();
-        let mut results = Vec::with_capacity(commands.len());
-        for command in commands {
-            let result = match command {
-                Command::Submit(sub) => t.submit(options, None, sub, &mut next_seq, now)?,
-                Command::SubmitAs(id, sub) => {
-                    t.submit(options, Some(*id), sub, &mut next_seq, now)?
-                }
-                Command::EditPayload { id, record } => t.edit_payload(*id, record, now)?,
-                Command::Resync { id } => t.resync(*id, now)?,
-                Command::MarkStaged(reports) => t.mark_staged(reports, now)?,
-                Command::ApplyConfig { job, package } => t.apply_config(*job, package)?,
-                Command::ApplyCustomers { package, copies } => {
-                    t.apply_customers(package, copies)?
-                }
-                Command::CompleteRealtime {
-                    id,
-                    copy,
-                    conflicts,
-                } => t.complete_realtime(*id, copy, conflicts, now)?,
-                Command::Discard { id } => t.discard(*id)?,
-                Command::Prune {
-                    confirmed_before_ms,
-                    max,
-                } => t.prune(*confirmed_before_ms, *max)?,
-                Command::ApplyOutcomes {
-                    outcomes,
-                    next_cursor,
-                    feed_id,
-                } => t.apply_outcomes(outcomes, *next_cursor, *feed_id, now)?,
-                Command::ResetFeed { feed_id } => t.reset_feed(*feed_id, now)?,
-            };
-            results.push(result);
+        Ok(OpenGroup {
+            tx,
+            tables,
+            next_seq,
+            now: now_ms(),
+            results: Vec::new(),
+            failed: None,
+            config_changed: false,
+        })
+    }
+
+    /// Applies `command`, or nothing once the group has failed.
+    fn apply(&mut self, options: &WriterOptions, command: &Command) {
+        if self.failed.is_some() {
+            return;
         }
+        match self.run(options, command) {
+            Ok(result) => self.results.push(result),
+            Err(e) => self.failed = Some(e),
+        }
+    }
+
+    fn run(&mut self, options: &WriterOptions, command: &Command) -> Result<Refusable, StoreError> {
+        let (t, now) = (&mut self.tables, self.now);
+        Ok(match command {
+            Command::Submit(sub) => t.submit(options, None, sub, &mut self.next_seq, now)?,
+            Command::SubmitAs(id, sub) => {
+                t.submit(options, Some(*id), sub, &mut self.next_seq, now)?
+            }
+            Command::EditPayload { id, record } => t.edit_payload(*id, record, now)?,
+            Command::Resync { id } => t.resync(*id, now)?,
+            Command::MarkStaged(reports) => t.mark_staged(reports, now)?,
+            Command::ApplyConfig { job, package } => {
+                self.config_changed = true;
+                t.apply_config(*job, package)?
+            }
+            Command::ApplyCustomers { package, copies } => t.apply_customers(package, copies)?,
+            Command::CompleteRealtime {
+                id,
+                copy,
+                conflicts,
+            } => t.complete_realtime(*id, copy, conflicts, now)?,
+            Command::Discard { id } => t.discard(*id)?,
+            Command::Prune {
+                confirmed_before_ms,
+                max,
+            } => t.prune(*confirmed_before_ms, *max)?,
+            Command::ApplyOutcomes {
+                outcomes,
+                next_cursor,
+                feed_id,
+            } => t.apply_outcomes(outcomes, *next_cursor, *feed_id, now)?,
+            Command::ResetFeed { feed_id } => t.reset_feed(*feed_id, now)?,
+        })
+    }
+
+    /// Writes what the group's commands leave to its end (the sequence counter, the search
+    /// terms log) and closes its tables; the transaction is then ready to commit.
+    fn close(mut self) -> Result<ClosedGroup, StoreError> {
+        if let Some(e) = self.failed {
+            return Err(e);
+        }
+        let t = &mut self.tables;
         t.meta
-            .insert(schema::NEXT_SEQ, next_seq)
+            .insert(schema::NEXT_SEQ, self.next_seq)
             .map_err(StoreError::db)?;
         let changes = t.take_term_changes();
-        let last_log_key = super::search_log::append(&tx, &mut t.meta, &changes)?;
-        (results, changes, last_log_key, t.wrote_index)
-    };
-    let (results, changes, last_log_key, wrote_index) = results;
-    tx.commit().map_err(StoreError::db)?;
-    if let Some(last) = last_log_key {
-        // After the commit, before any caller hears of it: an acknowledged write is found.
-        store.search_log.publish(changes, last);
+        let last_log_key = super::search_log::append(self.tx, &mut t.meta, &changes)?;
+        Ok(ClosedGroup {
+            results: self.results,
+            changes,
+            last_log_key,
+            wrote_index: t.wrote_index,
+            config_changed: self.config_changed,
+        })
     }
-    if wrote_index {
-        // After the publish: this group's own log rows, made before its direct writes, count.
-        store.search_log.index_written();
+}
+
+/// A group whose transaction is ready to commit, and what readers learn once it has.
+struct ClosedGroup {
+    results: Vec<Refusable>,
+    changes: Vec<schema::TermChange>,
+    last_log_key: Option<u64>,
+    wrote_index: bool,
+    config_changed: bool,
+}
+
+impl ClosedGroup {
+    /// After the commit, before any caller hears of it: tells the readers what changed, and
+    /// gives the commands' results.
+    fn committed(self, store: &Store) -> Vec<Refusable> {
+        if let Some(last) = self.last_log_key {
+            // An acknowledged write is found by the next search.
+            store.search_log.publish(self.changes, last);
+        }
+        if self.wrote_index {
+            // After the publish: this group's own log rows, made before its direct writes, count.
+            store.search_log.index_written();
+        }
+        if self.config_changed {
+            // A reader that sees the new generation reads the new data.
+            store.held_config_changed();
+        }
+        self.results
     }
-    if commands
-        .iter()
-        .any(|c| matches!(c, Command::ApplyConfig { .. }))
-    {
-        // Only after the commit: a reader that sees the new generation reads the new data.
-        store.held_config_changed();
-    }
-    Ok(results)
 }
 
 /// The till's and the operator's commands.
