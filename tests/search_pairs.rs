@@ -98,6 +98,32 @@ async fn add(w: &WriterHandle, first: &str, last: &str, email: Option<String>) -
     }
 }
 
+/// The view records a store before schema 8 held for `model`'s customers: one for every
+/// customer (this build writes none for a create).
+fn views_before_schema_8(store: &Store, model: &[Known]) -> Vec<(String, Vec<u8>)> {
+    model
+        .iter()
+        .map(|k| {
+            let read = store
+                .customer(&k.customer_ref)
+                .expect("read")
+                .expect("found");
+            let json = serde_json::to_vec(&read.view).expect("encode");
+            (k.customer_ref.clone(), json)
+        })
+        .collect()
+}
+
+/// Writes `views` (from [`views_before_schema_8`]) into the view table.
+fn write_views(tx: &redb::WriteTransaction, views: &[(String, Vec<u8>)]) {
+    let mut table = tx
+        .open_table(outpost::store::schema::CUSTOMERS)
+        .expect("views");
+    for (r, json) in views {
+        table.insert(r.as_str(), json.as_slice()).expect("view");
+    }
+}
+
 fn prefix(rng: &mut StdRng, word: &str) -> String {
     let chars: Vec<char> = word.chars().collect();
     let n = rng.gen_range(1..=chars.len());
@@ -264,11 +290,13 @@ async fn a_store_from_before_name_pairs_is_rebuilt_at_open() {
     }
     drop(w.0);
     w.1.join().expect("writer");
+    let old_views = views_before_schema_8(&store, &model);
     drop(store);
     // Make it a version 4 file: plain name terms in the index and key records, and a log row.
     {
         let db = redb::Database::create(&path).expect("raw open");
         let tx = db.begin_write().expect("write");
+        write_views(&tx, &old_views);
         {
             let mut meta = tx.open_table(schema::META).expect("meta");
             meta.insert(schema::SCHEMA_KEY, 4).expect("version");
@@ -355,6 +383,7 @@ async fn a_store_with_tables_in_byte_order_is_put_in_reference_order_at_open() {
     }
     drop(w.0);
     w.1.join().expect("writer");
+    let old_views = views_before_schema_8(&store, &model);
     drop(store);
 
     /// Rewrites a table's rows into a table of the same name keyed as schema 5 kept it.
@@ -377,6 +406,7 @@ async fn a_store_with_tables_in_byte_order_is_put_in_reference_order_at_open() {
     {
         let db = redb::Database::create(&path).expect("raw open");
         let tx = db.begin_write().expect("write");
+        write_views(&tx, &old_views);
         for def in [
             schema::CUSTOMERS,
             schema::CUSTOMER_KEYS,
@@ -448,17 +478,27 @@ async fn a_store_with_tables_in_byte_order_is_put_in_reference_order_at_open() {
         .expect("get")
         .map(|v| v.value());
     assert_eq!(version, Some(schema::SCHEMA_VERSION));
-    let views = tx
-        .open_table(schema::CUSTOMERS)
-        .expect("views in reference order");
-    let keys: Vec<String> = views
-        .iter()
-        .expect("iter")
-        .map(|r| r.expect("row").0.value().to_string())
-        .collect();
+    let in_order = |def: TableDefinition<schema::CustomerRef, &[u8]>| -> Vec<String> {
+        tx.open_table(def)
+            .expect("in reference order")
+            .iter()
+            .expect("iter")
+            .map(|r| r.expect("row").0.value().to_string())
+            .collect()
+    };
     let mut handed_out: Vec<String> = model.iter().map(|k| k.customer_ref.clone()).collect();
     handed_out.sort_by_key(|r| r.rsplit('T').next().and_then(|n| n.parse::<u64>().ok()));
-    assert_eq!(keys, handed_out, "every customer, in the order handed out");
+    assert_eq!(
+        in_order(schema::CUSTOMER_KEYS),
+        handed_out,
+        "every customer, in the order handed out"
+    );
+    // The create after the upgrade has no view record: its create is its view.
+    assert_eq!(
+        in_order(schema::CUSTOMERS),
+        handed_out[..handed_out.len() - 1],
+        "the views the old store held, in reference order"
+    );
     let ops = tx
         .open_table(schema::CUSTOMER_OPS)
         .expect("operations by customer");
@@ -470,8 +510,7 @@ async fn a_store_with_tables_in_byte_order_is_put_in_reference_order_at_open() {
             .count();
         assert_eq!(n, 1, "{key}: its create");
     }
-    for def in [schema::CUSTOMER_KEYS, schema::CUSTOMER_BASES] {
-        tx.open_table(def).expect("in reference order");
-    }
+    tx.open_table(schema::CUSTOMER_BASES)
+        .expect("in reference order");
     assert_eq!(counts, vec![model.len() - 1]);
 }

@@ -111,15 +111,8 @@ impl Tables<'_> {
                 None => copy.account_number.clone(),
             },
         };
-        // `local_ref` is a key of the customer table by now: no look-up by account number.
-        let old: Option<CustomerView> = match self
-            .customers
-            .get(local_ref.as_str())
-            .map_err(StoreError::db)?
-        {
-            Some(bytes) => Some(decode(bytes.value())?),
-            None => None,
-        };
+        // `local_ref` is the customer's reference by now: no look-up by account number.
+        let old = self.view(&local_ref)?;
         let mut base = copy.view.clone();
         base.customer_ref.clone_from(&local_ref);
         base.account_number = Some(copy.account_number.clone());

@@ -16,6 +16,7 @@ pub(crate) mod search_log;
 pub mod stats;
 pub(crate) mod tables;
 mod upgrade;
+mod views;
 pub mod writer;
 
 use std::path::Path;

@@ -4,10 +4,11 @@
 use redb::ReadableTable;
 
 use super::StoreError;
-use super::schema::decode;
+use super::schema::{decode, encode};
 use super::tables::Tables;
 use super::writer::{Outcome, Refusable};
-use crate::domain::{OpState, Operation};
+use crate::domain::view::CustomerView;
+use crate::domain::{OpState, Operation, Payload};
 
 impl Tables<'_> {
     pub(crate) fn prune(
@@ -38,6 +39,7 @@ impl Tables<'_> {
             }
         }
         for op in &doomed {
+            self.keep_created_view(op)?;
             self.ops.remove(op.seq).map_err(StoreError::db)?;
             self.op_ids
                 .remove(op.id.as_u128())
@@ -50,5 +52,22 @@ impl Tables<'_> {
                 .map_err(StoreError::db)?;
         }
         Ok(Ok(Outcome::Synced(doomed.len())))
+    }
+
+    /// Before `op` goes: if it is the create of a customer with no view record, whose view it
+    /// is (`store::views`), writes the record.
+    fn keep_created_view(&mut self, op: &Operation) -> Result<(), StoreError> {
+        let key = op.customer_ref.as_str();
+        if !matches!(op.payload, Payload::CustomerCreate(_))
+            || self.customers.get(key).map_err(StoreError::db)?.is_some()
+        {
+            return Ok(());
+        }
+        if let Some(view) = CustomerView::created_by(op) {
+            self.customers
+                .insert(key, encode(&view)?.as_slice())
+                .map_err(StoreError::db)?;
+        }
+        Ok(())
     }
 }

@@ -47,26 +47,15 @@ impl Store {
     /// The customer by temporary reference or HQ account number.
     pub fn customer(&self, key: &str) -> Result<Option<CustomerRead>, StoreError> {
         let tx = self.begin_read()?;
-        let customers = t(tx.open_table(schema::CUSTOMERS))?;
-        let customer_ops = t(tx.open_table(schema::CUSTOMER_OPS))?;
-        let view = match t(customers.get(key))? {
-            Some(bytes) => Some(decode::<CustomerView>(bytes.value())?),
-            None => {
-                let accounts = t(tx.open_table(schema::ACCOUNTS))?;
-                match t(accounts.get(key))? {
-                    Some(r) => match t(customers.get(r.value()))? {
-                        Some(bytes) => Some(decode::<CustomerView>(bytes.value())?),
-                        None => None,
-                    },
-                    None => None,
-                }
-            }
-        };
-        view.map(|view| {
-            let sync_state = sync_state(&customer_ops, &view.customer_ref)?;
-            Ok(CustomerRead { view, sync_state })
-        })
-        .transpose()
+        let mut views = Views::open(&tx)?;
+        if let Some(found) = views.read(key)? {
+            return Ok(Some(found));
+        }
+        let accounts = t(tx.open_table(schema::ACCOUNTS))?;
+        match t(accounts.get(key))? {
+            Some(r) => views.read(r.value()),
+            None => Ok(None),
+        }
     }
 
     /// Customers whose terms match every term of `q` by prefix, most recently changed first.
@@ -113,9 +102,8 @@ impl Store {
             Some(found) => found,
             None => self.term_candidates(&terms, cap)?,
         };
-        let customers = t(tx.open_table(schema::CUSTOMERS))?;
         let keys = t(tx.open_table(schema::CUSTOMER_KEYS))?;
-        let customer_ops = t(tx.open_table(schema::CUSTOMER_OPS))?;
+        let mut views = Views::open(&tx)?;
         unproven.sort();
         unproven.dedup();
         // Candidates the index does not prove are checked and ranked by their key records
@@ -139,12 +127,9 @@ impl Store {
             if out.len() >= limit {
                 break;
             }
-            let Some(bytes) = t(customers.get(r.as_str()))? else {
-                continue;
-            };
-            let view = decode::<CustomerView>(bytes.value())?;
-            let sync_state = sync_state(&customer_ops, &view.customer_ref)?;
-            out.push(CustomerRead { view, sync_state });
+            if let Some(found) = views.read(&r)? {
+                out.push(found);
+            }
         }
         Ok((out, full))
     }
@@ -338,10 +323,47 @@ impl Store {
         Ok(out)
     }
 
-    /// Number of customers in the store.
+    /// Number of customers in the store (each has a key record; not each a view record).
     pub fn customer_count(&self) -> Result<u64, StoreError> {
         let tx = self.begin_read()?;
-        t(t(tx.open_table(schema::CUSTOMERS))?.len())
+        t(t(tx.open_table(schema::CUSTOMER_KEYS))?.len())
+    }
+}
+
+/// The tables a customer's view and sync state are read from, in one snapshot
+/// (`store::views`); the operations table is opened only for a customer with no view record.
+struct Views<'tx> {
+    tx: &'tx redb::ReadTransaction,
+    customers: ReadOnlyTable<schema::CustomerRef, &'static [u8]>,
+    customer_ops: ReadOnlyTable<(schema::CustomerRef, u64), u8>,
+    ops: Option<ReadOnlyTable<u64, &'static [u8]>>,
+}
+
+impl<'tx> Views<'tx> {
+    fn open(tx: &'tx redb::ReadTransaction) -> Result<Self, StoreError> {
+        Ok(Views {
+            tx,
+            customers: t(tx.open_table(schema::CUSTOMERS))?,
+            customer_ops: t(tx.open_table(schema::CUSTOMER_OPS))?,
+            ops: None,
+        })
+    }
+
+    /// The customer with reference `customer_ref` and its sync state, if there is one.
+    fn read(&mut self, customer_ref: &str) -> Result<Option<CustomerRead>, StoreError> {
+        let (first_op, sync_state) = operations(&self.customer_ops, customer_ref)?;
+        let view = match (t(self.customers.get(customer_ref))?, first_op) {
+            (Some(bytes), _) => decode::<CustomerView>(bytes.value())?,
+            (None, Some(seq)) => {
+                let ops = match &mut self.ops {
+                    Some(ops) => ops,
+                    none => none.insert(t(self.tx.open_table(schema::OPS))?),
+                };
+                super::views::created_by(ops, customer_ref, seq)?
+            }
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(CustomerRead { view, sync_state }))
     }
 }
 
@@ -445,13 +467,17 @@ fn pairs_matching(
     Ok(None)
 }
 
-fn sync_state(
+/// The sequence number of a customer's first operation still held, and the sync state of all
+/// of them, from one range of the per-customer index.
+fn operations(
     customer_ops: &ReadOnlyTable<(schema::CustomerRef, u64), u8>,
     customer_ref: &str,
-) -> Result<SyncState, StoreError> {
+) -> Result<(Option<u64>, SyncState), StoreError> {
+    let mut first = None;
     let mut states = Vec::new();
     for entry in t(customer_ops.range((customer_ref, 0)..=(customer_ref, u64::MAX)))? {
-        let (_, code) = t(entry)?;
+        let (key, code) = t(entry)?;
+        first.get_or_insert(key.value().1);
         let code = code.value();
         match OpState::ALL.into_iter().find(|s| s.code() == code) {
             Some(state) => states.push(state),
@@ -462,5 +488,5 @@ fn sync_state(
             }
         }
     }
-    Ok(SyncState::summarise(states))
+    Ok((first, SyncState::summarise(states)))
 }

@@ -24,7 +24,8 @@ pub const OP_IDS: TableDefinition<u128, u64> = TableDefinition::new("operation_i
 /// (state code, sequence number): operations by state, in acceptance order.
 pub const OPS_BY_STATE: TableDefinition<(u8, u64), ()> =
     TableDefinition::new("operations_by_state");
-/// Customer reference → materialised customer view.
+/// Customer reference → materialised customer view; none for a customer created here and not
+/// changed since, whose create is its view (`store::views`).
 pub const CUSTOMERS: TableDefinition<CustomerRef, &[u8]> = TableDefinition::new("customers");
 /// Customer reference → the customer's key record ([`encode_keys`]): what a search checks
 /// and ranks candidates by.
@@ -56,8 +57,9 @@ pub const CDX_JOBS: TableDefinition<u32, &[u8]> = TableDefinition::new("cdx_jobs
 /// Version of the layout above; bumped on change (2: customer operations carry their state;
 /// 3: customer key records; 4: the search terms log; 5: name words indexed in pairs; 6: the
 /// tables keyed by customer reference order it as [`CustomerRef`] does; 7: each search index
-/// entry holds the customer's time of change).
-pub const SCHEMA_VERSION: u64 = 7;
+/// entry holds the customer's time of change; 8: a customer created here and not changed since
+/// has no view record).
+pub const SCHEMA_VERSION: u64 = 8;
 /// The oldest version this build upgrades in place (4 added a table; 5 rebuilds the search
 /// index and key records from the customers' views, see `store::upgrade`).
 pub const SCHEMA_UPGRADES_FROM: u64 = 3;

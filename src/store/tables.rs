@@ -236,27 +236,29 @@ impl<'tx> Tables<'tx> {
 
     /// The customer by temporary reference or HQ account number.
     pub fn customer(&self, key: &str) -> Result<Option<CustomerView>, StoreError> {
-        if let Some(bytes) = self.customers.get(key).map_err(StoreError::db)? {
-            return decode(bytes.value()).map(Some);
+        if let Some(view) = self.view(key)? {
+            return Ok(Some(view));
         }
         let Some(customer_ref) = self.accounts.get(key).map_err(StoreError::db)? else {
             return Ok(None);
         };
         let customer_ref = customer_ref.value().to_string();
-        match self
-            .customers
-            .get(customer_ref.as_str())
-            .map_err(StoreError::db)?
-        {
+        self.view(&customer_ref)
+    }
+
+    /// The customer's view by its reference: its view record, or the view its create makes
+    /// (`store::views`).
+    pub fn view(&self, customer_ref: &str) -> Result<Option<CustomerView>, StoreError> {
+        match self.customers.get(customer_ref).map_err(StoreError::db)? {
             Some(bytes) => decode(bytes.value()).map(Some),
-            None => Ok(None),
+            None => super::views::created(&self.customer_ops, &self.ops, customer_ref),
         }
     }
 
-    /// Whether a customer record exists under this reference.
+    /// Whether a customer exists under this reference (every customer has a key record).
     pub fn has_customer(&self, customer_ref: &str) -> Result<bool, StoreError> {
         Ok(self
-            .customers
+            .customer_keys
             .get(customer_ref)
             .map_err(StoreError::db)?
             .is_some())
@@ -413,6 +415,14 @@ impl<'tx> Tables<'tx> {
         Ok(false)
     }
 
+    /// Writes the key record and search terms of a customer just created here, and no view
+    /// record: until its next change its create is its view (`store::views`).
+    pub fn put_created(&mut self, view: &CustomerView) -> Result<(), StoreError> {
+        let terms = search::terms(view);
+        let added = terms.clone();
+        self.write_view(view, None, &terms, Vec::new(), added)
+    }
+
     /// Writes a customer view and brings its search terms in step with `old`: its index
     /// entries carry its time of change, so when that moved every term is written again.
     pub fn put_view(
@@ -444,7 +454,7 @@ impl<'tx> Tables<'tx> {
             .filter(|t| retimed || old_terms.binary_search(t).is_err())
             .cloned()
             .collect();
-        self.write_view(new, json, &new_terms, removed, added)
+        self.write_view(new, Some(json), &new_terms, removed, added)
     }
 
     /// Writes `new`, which is `old` given the account number HQ assigned (it had none, and its
@@ -472,7 +482,7 @@ impl<'tx> Tables<'tx> {
                 vec![term]
             }
         };
-        self.write_view(new, &encode(new)?, &terms, Vec::new(), added)
+        self.write_view(new, Some(&encode(new)?), &terms, Vec::new(), added)
     }
 
     /// The terms of a customer's key record (sorted, as `search::terms` made them).
@@ -491,18 +501,20 @@ impl<'tx> Tables<'tx> {
             .map(Some)
     }
 
-    /// Writes a customer view, its key record with `terms`, its term changes and its
-    /// account-number record.
+    /// Writes a customer's view record `json` (none for a create, see [`Tables::put_created`]),
+    /// its key record with `terms`, its term changes and its account-number record.
     fn write_view(
         &mut self,
         new: &CustomerView,
-        json: &[u8],
+        json: Option<&[u8]>,
         terms: &[String],
         removed: Vec<String>,
         added: Vec<String>,
     ) -> Result<(), StoreError> {
         let key = new.customer_ref.as_str();
-        self.customers.insert(key, json).map_err(StoreError::db)?;
+        if let Some(json) = json {
+            self.customers.insert(key, json).map_err(StoreError::db)?;
+        }
         self.customer_keys
             .insert(
                 key,

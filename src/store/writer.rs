@@ -733,7 +733,10 @@ impl Tables<'_> {
         }
         *next_seq += 1;
         self.insert_op(&op)?;
-        self.put_view(old_view.as_ref(), &new_view)?;
+        match &old_view {
+            Some(old) => self.put_view(Some(old), &new_view)?,
+            None => self.put_created(&new_view)?,
+        }
         Ok(Ok(Outcome::Accepted {
             operation_id: op.id,
             customer_ref: op.customer_ref,
