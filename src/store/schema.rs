@@ -40,8 +40,9 @@ pub const CUSTOMER_OPS: TableDefinition<(CustomerRef, u64), u8> =
 /// written: the main search index. A search ranks the customers a range of it proves to match
 /// by that time, without reading their key records.
 pub const SEARCH: TableDefinition<(&str, &str), i64> = TableDefinition::new("search_terms");
-/// Log key → the search terms one write added and removed ([`encode_term_change`]), not yet
-/// merged into [`SEARCH`] (see `store::search_log`).
+/// Log key → the search terms one write group added and removed ([`encode_term_changes`]; a
+/// row before schema 8 holds one write's, [`encode_term_change`]), not yet merged into
+/// [`SEARCH`] (see `store::search_log`).
 pub const SEARCH_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("search_terms_log");
 /// HQ account number → customer reference.
 pub const ACCOUNTS: TableDefinition<&str, &str> = TableDefinition::new("account_numbers");
@@ -58,7 +59,7 @@ pub const CDX_JOBS: TableDefinition<u32, &[u8]> = TableDefinition::new("cdx_jobs
 /// 3: customer key records; 4: the search terms log; 5: name words indexed in pairs; 6: the
 /// tables keyed by customer reference order it as [`CustomerRef`] does; 7: each search index
 /// entry holds the customer's time of change; 8: a customer created here and not changed since
-/// has no view record).
+/// has no view record, and the search terms log holds a row per write group).
 pub const SCHEMA_VERSION: u64 = 8;
 /// The oldest version this build upgrades in place (4 added a table; 5 rebuilds the search
 /// index and key records from the customers' views, see `store::upgrade`).
@@ -322,9 +323,101 @@ pub fn decode_term_change(bytes: &[u8]) -> Result<TermChange, StoreError> {
     })
 }
 
+/// Encodes the term changes of one write group as one log row: two zero bytes (a reference is
+/// never empty, so a row of one change never begins so), then each change as its length (u32
+/// LE) and its [`encode_term_change`] record. One row a group, not one a change: a create no
+/// longer adds a row of its own to the log's table.
+pub fn encode_term_changes(changes: &[TermChange]) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(2 + changes.len() * 96);
+    out.extend_from_slice(&GROUP_ROW.to_le_bytes());
+    for change in changes {
+        let record = encode_term_change(change)?;
+        let len = u32::try_from(record.len())
+            .map_err(|_| StoreError::Encoding("term log record too long".into()))?;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&record);
+    }
+    Ok(out)
+}
+
+/// The first two bytes of a group's log row ([`encode_term_changes`]).
+const GROUP_ROW: u16 = 0;
+
+/// Decodes a log row: a group's changes ([`encode_term_changes`]), or the one change of a row
+/// written before schema 8 ([`encode_term_change`]).
+pub fn decode_term_changes(bytes: &[u8]) -> Result<Vec<TermChange>, StoreError> {
+    let Some((first, mut rest)) = bytes.split_first_chunk::<2>() else {
+        return Err(StoreError::Encoding("term log record".into()));
+    };
+    if u16::from_le_bytes(*first) != GROUP_ROW {
+        return decode_term_change(bytes).map(|change| vec![change]);
+    }
+    let mut changes = Vec::new();
+    while !rest.is_empty() {
+        let bad = || StoreError::Encoding("term log group record".into());
+        let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(bad)?;
+        let len = usize::try_from(u32::from_le_bytes(*len)).map_err(|_| bad())?;
+        if tail.len() < len {
+            return Err(bad());
+        }
+        let (record, tail) = tail.split_at(len);
+        changes.push(decode_term_change(record)?);
+        rest = tail;
+    }
+    Ok(changes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn change(customer_ref: &str, added: &[&str], removed: &[&str], time: i64) -> TermChange {
+        TermChange {
+            customer_ref: customer_ref.into(),
+            added: added.iter().map(|t| t.to_string()).collect(),
+            removed: removed.iter().map(|t| t.to_string()).collect(),
+            updated_at_ms: time,
+        }
+    }
+
+    #[test]
+    fn a_group_row_reads_back_as_its_changes_and_an_older_row_as_one() {
+        let group = vec![
+            change("S0001-T7", &["oie", "kask"], &["x"], 7),
+            change("S0001-T8", &[], &["tamm"], 8),
+            change("C000042", &["c000042"], &[], 9),
+        ];
+        let row = encode_term_changes(&group).unwrap();
+        assert_eq!(decode_term_changes(&row).unwrap(), group);
+        assert_eq!(
+            decode_term_changes(&encode_term_changes(&[]).unwrap()).unwrap(),
+            Vec::new()
+        );
+        // A row as schema 7 wrote it: one change, its reference first.
+        let older = encode_term_change(&group[0]).unwrap();
+        assert_eq!(decode_term_changes(&older).unwrap(), vec![group[0].clone()]);
+    }
+
+    #[test]
+    fn a_cut_group_row_is_an_encoding_error_not_a_panic() {
+        let group = vec![
+            change("S0001-T7", &["oie"], &["x"], 7),
+            change("S0001-T8", &["tamm"], &[], 8),
+        ];
+        let row = encode_term_changes(&group).unwrap();
+        let first_len = 2 + 4 + encode_term_change(&group[0]).unwrap().len();
+        for cut in 0..row.len() {
+            // A cut at the end of a change reads as the changes before it; any other fails.
+            match decode_term_changes(&row[..cut]) {
+                Ok(read) => assert!(
+                    (cut == 2 && read.is_empty()) || (cut == first_len && read == group[..1]),
+                    "cut at {cut} read {read:?}"
+                ),
+                Err(StoreError::Encoding(_)) => {}
+                Err(e) => panic!("cut at {cut}: {e}"),
+            }
+        }
+    }
 
     #[test]
     fn a_term_change_reads_back_as_written() {

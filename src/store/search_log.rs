@@ -2,9 +2,10 @@
 //!
 //! A customer's terms (names, e-mail, phone digits, reference) land all over the main index:
 //! written there by the till's own transaction, each term copies and writes a B-tree leaf of
-//! its own at every commit, which made the index most of the cost of a create. Instead a write
-//! appends one row to `search_terms_log` in its own transaction (sequential keys: one leaf),
-//! and the terms it adds are held here, in memory, where searches find them at once. The
+//! its own at every commit, which made the index most of the cost of a create. Instead the
+//! writes of a group append one row to `search_terms_log` in their own transaction (sequential
+//! keys: one leaf), and the terms they add are held here, in memory, where searches find them
+//! at once. The
 //! writer merges the log into the main index in key order, a bounded chunk per transaction,
 //! when it is idle or the log is long: sorted, many terms share each leaf written.
 //!
@@ -387,7 +388,7 @@ impl SearchLog {
         let mut changes = Vec::new();
         for row in table.iter().map_err(StoreError::db)? {
             let (key, bytes) = row.map_err(StoreError::db)?;
-            changes.push(schema::decode_term_change(bytes.value())?);
+            changes.extend(schema::decode_term_changes(bytes.value())?);
             fresh.last_key = key.value();
         }
         // What else wrote the index before the log was read is not known.
@@ -515,8 +516,8 @@ impl SearchLog {
     }
 }
 
-/// Appends the term changes of a group to the log, in `tx`, under the next log keys (counted in
-/// `meta`). Returns the last key written, `None` when there was nothing to write.
+/// Appends the term changes of a group to the log, in `tx`, as one row under the next log key
+/// (counted in `meta`). Returns the key written, `None` when there was nothing to write.
 pub(crate) fn append(
     tx: &WriteTransaction,
     meta: &mut Table<'_, &'static str, u64>,
@@ -525,19 +526,16 @@ pub(crate) fn append(
     if changes.is_empty() {
         return Ok(None);
     }
-    let mut key = meta
+    let key = meta
         .get(schema::NEXT_SEARCH_LOG)
         .map_err(StoreError::db)?
         .map_or(1, |g| g.value());
     let mut log = tx.open_table(schema::SEARCH_LOG).map_err(StoreError::db)?;
-    for change in changes {
-        log.insert(key, schema::encode_term_change(change)?.as_slice())
-            .map_err(StoreError::db)?;
-        key += 1;
-    }
-    meta.insert(schema::NEXT_SEARCH_LOG, key)
+    log.insert(key, schema::encode_term_changes(changes)?.as_slice())
         .map_err(StoreError::db)?;
-    Ok(Some(key - 1))
+    meta.insert(schema::NEXT_SEARCH_LOG, key + 1)
+        .map_err(StoreError::db)?;
+    Ok(Some(key))
 }
 
 /// The entries of a finished merge, all in the main index now: only to be dropped.
