@@ -492,6 +492,29 @@ fn inspect_unguarded(path: &Path) -> Result<StoreSummary, StoreError> {
             }
         }
     }
+    // A customer with a key record but no view record is one created here and not changed
+    // since: its create must still be there, or the customer cannot be read.
+    if let (Ok(keys), Ok(views), Ok(customer_ops), Ok(ops)) = (
+        tx.open_table(schema::CUSTOMER_KEYS),
+        tx.open_table(schema::CUSTOMERS),
+        tx.open_table(schema::CUSTOMER_OPS),
+        tx.open_table(schema::OPS),
+    ) {
+        for entry in t(keys.iter())? {
+            let (key, _) = t(entry)?;
+            let customer = key.value();
+            if t(views.get(customer))?.is_some() {
+                continue;
+            }
+            match super::views::created(&customer_ops, &ops, customer) {
+                Ok(Some(_)) => {}
+                Ok(None) => note(format!(
+                    "customer {customer} has neither a view record nor operations"
+                )),
+                Err(e) => note(format!("customer {customer} cannot be read: {e}")),
+            }
+        }
+    }
     Ok(StoreSummary {
         schema_version,
         tables,
@@ -573,6 +596,61 @@ mod tests {
         let e = inspect(&junk).unwrap_err();
         assert!(matches!(e, StoreError::Damaged { .. }), "{e}");
         verify_integrity(&path, dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_customer_without_its_view_record_or_its_create_is_reported() {
+        use crate::domain::{NewCustomer, Operation, Payload};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path, &options()).unwrap();
+        let create = Operation {
+            id: crate::domain::OperationId::new_v7(1),
+            seq: 1,
+            customer_ref: "S0001-T1".into(),
+            record_id: None,
+            payload: Payload::CustomerCreate(NewCustomer {
+                first_name: "Õie".into(),
+                last_name: "Kask".into(),
+                email: None,
+                phone: None,
+                customer_group: None,
+                language: None,
+            }),
+            state: crate::domain::OpState::Pending,
+            error: None,
+            revision: 0,
+            accepted_at_ms: 1,
+            updated_at_ms: 1,
+            base: None,
+            conflicts: Vec::new(),
+        };
+        // Two customers created here with no view record; only the first has its create.
+        let tx = store.db().begin_write().unwrap();
+        {
+            let mut ops = tx.open_table(schema::OPS).unwrap();
+            ops.insert(1, schema::encode(&create).unwrap().as_slice())
+                .unwrap();
+            let mut customer_ops = tx.open_table(schema::CUSTOMER_OPS).unwrap();
+            customer_ops.insert(("S0001-T1", 1), 0).unwrap();
+            let mut keys = tx.open_table(schema::CUSTOMER_KEYS).unwrap();
+            for customer in ["S0001-T1", "S0001-T2"] {
+                keys.insert(customer, schema::encode_keys(1, &[]).as_slice())
+                    .unwrap();
+            }
+        }
+        tx.commit().unwrap();
+        drop(store);
+        let problems: Vec<String> = inspect(&path)
+            .unwrap()
+            .problems
+            .into_iter()
+            .filter(|p| p.starts_with("customer "))
+            .collect();
+        assert_eq!(
+            problems,
+            vec!["customer S0001-T2 has neither a view record nor operations".to_string()]
+        );
     }
 
     #[test]
