@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use outpost::domain::view::SyncState;
 use outpost::domain::{CustomerPatch, OperationId, Payload};
+use outpost::store::cdx::HeldPackage;
 use outpost::store::hq_sync::{HqOutcome, HqVerdict};
 use outpost::store::schema;
 use outpost::store::writer::{MergeOptions, WriterHandle};
@@ -204,4 +205,42 @@ async fn a_discarded_create_leaves_no_customer() {
     assert_eq!(node.store.customer_count().expect("count"), 0);
     node.close();
     assert_eq!(records(&path), (set(&[]), set(&[])));
+}
+
+/// HQ's 1010 download carries a customer created here before HQ's confirmation of the create
+/// reaches the node: HQ's copy becomes the base, and the create, still unconfirmed, stays on
+/// top of it until HQ answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_of_an_unconfirmed_create_keeps_the_create_on_top() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("outpost.redb");
+    let node = open(&path);
+    let oie = common::fields("Õie", "Kask", "oie@example.ee");
+    let (a, _) = common::submit_create(&node.writer, oie.clone()).await;
+    let now = outpost::store::now_ms();
+    let copy = common::hq_copy(
+        "C000042",
+        Some(&a),
+        common::fields("Õie", "Kask-Tamm", "oie@example.ee"),
+        now,
+    );
+    node.writer
+        .execute(Command::ApplyCustomers {
+            package: HeldPackage {
+                version: 1,
+                received_at_ms: now,
+                generated_at_ms: now,
+                body: serde_json::json!({ "customers": 1 }),
+            },
+            copies: vec![copy],
+        })
+        .await
+        .expect("download applied");
+    let read = node.store.customer(&a).expect("read").expect("found");
+    assert_eq!(read.view.fields, oie, "the create, unconfirmed, on top");
+    assert_eq!(read.view.account_number.as_deref(), Some("C000042"));
+    assert_eq!(read.sync_state, SyncState::Pending);
+    assert_eq!(found(&node.store, "oie kask"), vec![a.clone()]);
+    assert_eq!(node.store.customer_count().expect("count"), 1);
+    node.close();
 }

@@ -100,19 +100,25 @@ impl Tables<'_> {
     /// Makes HQ's copy the customer's base and rebuilds the view on top of it: one record per
     /// customer, whether it was created here (matched by origin reference) or at HQ.
     pub(crate) fn rebase(&mut self, copy: &HqCopy) -> Result<String, StoreError> {
-        let local_ref = match &copy.origin_ref {
-            Some(r) if self.has_customer(r)? => r.clone(),
+        let (local_ref, made_here) = match &copy.origin_ref {
+            Some(r) if self.has_customer(r)? => (r.clone(), true),
             _ => match self
                 .accounts
                 .get(copy.account_number.as_str())
                 .map_err(StoreError::db)?
             {
-                Some(r) => r.value().to_string(),
-                None => copy.account_number.clone(),
+                Some(r) => (r.value().to_string(), false),
+                None => (copy.account_number.clone(), false),
             },
         };
-        // `local_ref` is the customer's reference by now: no look-up by account number.
-        let old = self.view(&local_ref)?;
+        // `local_ref` is the customer's reference by now: no look-up by account number. Only a
+        // customer made here may have no view record (`store::views`); one known by its account
+        // number got it with HQ's confirmation, so the rest of a download reads one record.
+        let old = if made_here {
+            self.view(&local_ref)?
+        } else {
+            self.view_record(&local_ref)?
+        };
         let mut base = copy.view.clone();
         base.customer_ref.clone_from(&local_ref);
         base.account_number = Some(copy.account_number.clone());

@@ -249,9 +249,17 @@ impl<'tx> Tables<'tx> {
     /// The customer's view by its reference: its view record, or the view its create makes
     /// (`store::views`).
     pub fn view(&self, customer_ref: &str) -> Result<Option<CustomerView>, StoreError> {
+        match self.view_record(customer_ref)? {
+            Some(view) => Ok(Some(view)),
+            None => super::views::created(&self.customer_ops, &self.ops, customer_ref),
+        }
+    }
+
+    /// The customer's view record, if it has one.
+    pub fn view_record(&self, customer_ref: &str) -> Result<Option<CustomerView>, StoreError> {
         match self.customers.get(customer_ref).map_err(StoreError::db)? {
             Some(bytes) => decode(bytes.value()).map(Some),
-            None => super::views::created(&self.customer_ops, &self.ops, customer_ref),
+            None => Ok(None),
         }
     }
 
