@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 
 use outpost::domain::view::SyncState;
 use outpost::domain::{CustomerPatch, OperationId, Payload};
-use outpost::store::cdx::HeldPackage;
 use outpost::store::hq_sync::{HqOutcome, HqVerdict};
 use outpost::store::schema;
 use outpost::store::writer::{MergeOptions, WriterHandle};
@@ -224,18 +223,7 @@ async fn a_download_of_an_unconfirmed_create_keeps_the_create_on_top() {
         common::fields("Õie", "Kask-Tamm", "oie@example.ee"),
         now,
     );
-    node.writer
-        .execute(Command::ApplyCustomers {
-            package: HeldPackage {
-                version: 1,
-                received_at_ms: now,
-                generated_at_ms: now,
-                body: serde_json::json!({ "customers": 1 }),
-            },
-            copies: vec![copy],
-        })
-        .await
-        .expect("download applied");
+    common::download(&node.writer, 1, vec![copy], now).await;
     let read = node.store.customer(&a).expect("read").expect("found");
     assert_eq!(read.view.fields, oie, "the create, unconfirmed, on top");
     assert_eq!(read.view.account_number.as_deref(), Some("C000042"));

@@ -8,7 +8,7 @@ mod common;
 
 use outpost::domain::operation::OpError;
 use outpost::domain::{CustomerPatch, OperationId, Payload};
-use outpost::store::cdx::{HeldPackage, HqCopy};
+use outpost::store::cdx::HqCopy;
 use outpost::store::hq_sync::{HqOutcome, HqVerdict};
 use outpost::store::writer::{self, MergeOptions, WriterHandle, WriterOptions};
 use outpost::store::{Command, Outcome, Store, StoreOptions, Submission};
@@ -25,17 +25,7 @@ fn copy(last_name: &str, email: &str) -> HqCopy {
 }
 
 async fn download(w: &WriterHandle, version: u64, copy: HqCopy) {
-    w.execute(Command::ApplyCustomers {
-        package: HeldPackage {
-            version,
-            received_at_ms: NOW,
-            generated_at_ms: NOW,
-            body: serde_json::json!({ "customers": 1 }),
-        },
-        copies: vec![copy],
-    })
-    .await
-    .expect("download applied");
+    common::download(w, version, vec![copy], NOW).await;
 }
 
 async fn rename(w: &WriterHandle, id: Option<OperationId>, last_name: &str) -> OperationId {

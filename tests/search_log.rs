@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 
 use outpost::domain::search;
 use outpost::domain::{CustomerPatch, OperationId, Payload};
-use outpost::store::cdx::HeldPackage;
 use outpost::store::hq_sync::{HqOutcome, HqVerdict};
 use outpost::store::writer::{MergeOptions, WriterHandle};
 use outpost::store::{Command, Outcome, Store, StoreOptions, Submission, schema};
@@ -296,17 +295,7 @@ async fn a_merge_after_a_download_keeps_what_the_download_wrote() {
         common::fields("Õie", "Kask", "oie@example.ee"),
         now,
     );
-    w.0.execute(Command::ApplyCustomers {
-        package: HeldPackage {
-            version: 1,
-            received_at_ms: now,
-            generated_at_ms: now,
-            body: serde_json::json!({ "customers": 1 }),
-        },
-        copies: vec![copy],
-    })
-    .await
-    .expect("download applied");
+    common::download(&w.0, 1, vec![copy], now).await;
     stop(w);
     let view = store.customer(&r).expect("read").expect("customer").view;
     assert_eq!(view.fields.last_name, "Kask", "the view is HQ's copy");

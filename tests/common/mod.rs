@@ -682,6 +682,27 @@ pub fn start_writer(
     .expect("spawn writer")
 }
 
+/// Applies a 1010 download of `copies` (package `version`, made at `now_ms`) through the writer.
+pub async fn download(
+    writer: &outpost::store::writer::WriterHandle,
+    version: u64,
+    copies: Vec<outpost::store::cdx::HqCopy>,
+    now_ms: i64,
+) {
+    writer
+        .execute(outpost::store::Command::ApplyCustomers {
+            package: outpost::store::cdx::HeldPackage {
+                version,
+                received_at_ms: now_ms,
+                generated_at_ms: now_ms,
+                body: serde_json::json!({ "customers": copies.len() }),
+            },
+            copies,
+        })
+        .await
+        .expect("download applied");
+}
+
 /// Creates a customer through the writer: its temporary reference and the create's id.
 pub async fn submit_create(
     writer: &outpost::store::writer::WriterHandle,
