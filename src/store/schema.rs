@@ -254,10 +254,16 @@ pub struct TermChange {
 /// change (i64 LE), then the terms (added first), each string as a u16 LE length and its
 /// bytes.
 pub fn encode_term_change(change: &TermChange) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(64);
+    write_term_change(change, &mut out)?;
+    Ok(out)
+}
+
+/// Appends the [`encode_term_change`] record of `change` to `out`.
+fn write_term_change(change: &TermChange, out: &mut Vec<u8>) -> Result<(), StoreError> {
     let strings = std::iter::once(&change.customer_ref)
         .chain(&change.added)
         .chain(&change.removed);
-    let mut out = Vec::with_capacity(64);
     let too_long = |what: &str| StoreError::Encoding(format!("term log record: {what} too long"));
     let added = u16::try_from(change.added.len()).map_err(|_| too_long("term list"))?;
     let put = |s: &str, out: &mut Vec<u8>| -> Result<(), StoreError> {
@@ -268,14 +274,14 @@ pub fn encode_term_change(change: &TermChange) -> Result<Vec<u8>, StoreError> {
     };
     let mut first = true;
     for s in strings {
-        put(s, &mut out)?;
+        put(s, out)?;
         if first {
             out.extend_from_slice(&added.to_le_bytes());
             out.extend_from_slice(&change.updated_at_ms.to_le_bytes());
             first = false;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Decodes a record written by [`encode_term_change`].
@@ -331,11 +337,13 @@ pub fn encode_term_changes(changes: &[TermChange]) -> Result<Vec<u8>, StoreError
     let mut out = Vec::with_capacity(2 + changes.len() * 96);
     out.extend_from_slice(&GROUP_ROW.to_le_bytes());
     for change in changes {
-        let record = encode_term_change(change)?;
-        let len = u32::try_from(record.len())
+        // Each record straight into the row, its length filled in after it.
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        write_term_change(change, &mut out)?;
+        let len = u32::try_from(out.len() - at - 4)
             .map_err(|_| StoreError::Encoding("term log record too long".into()))?;
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&record);
+        out[at..at + 4].copy_from_slice(&len.to_le_bytes());
     }
     Ok(out)
 }
