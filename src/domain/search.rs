@@ -7,6 +7,7 @@
 //! term. A query term matches a plain term by prefix, and a pair by the pair's first word.
 
 use super::view::CustomerView;
+use super::{Contact, ContactKind, NewCustomer};
 
 /// Longest word or term kept in the index; longer ones are cut (prefix search still finds
 /// them). A name pair holds two such words.
@@ -100,29 +101,54 @@ fn name_words(text: &str) -> impl Iterator<Item = String> + '_ {
 /// Every index term of a customer: its name words in pairs ([`name_terms`]), and each other
 /// term a single folded string. Sorted and without duplicates.
 pub fn terms(view: &CustomerView) -> Vec<String> {
-    let f = &view.fields;
+    let contacts = view.contacts.iter().map(|c| &c.record);
+    let mut out = terms_of(&view.fields, contacts, view.account_number.as_deref());
+    add_reference(&mut out, &view.customer_ref);
+    out
+}
+
+/// The terms of a customer created from `fields`, all but its reference's (which the store
+/// gives it when it takes the create): [`add_reference`] completes them to what [`terms`]
+/// gives the new customer's view. Sorted and without duplicates.
+pub fn new_customer_terms(fields: &NewCustomer) -> Vec<String> {
+    terms_of(fields, std::iter::empty(), None)
+}
+
+/// Adds the term of the reference `customer_ref` to sorted, distinct `terms`, in its place.
+pub fn add_reference(terms: &mut Vec<String>, customer_ref: &str) {
+    let term = cut(fold(customer_ref));
+    if let Err(at) = terms.binary_search(&term) {
+        terms.insert(at, term);
+    }
+}
+
+/// The terms of a customer's fields, contacts and account number (no reference). Sorted and
+/// without duplicates.
+fn terms_of<'a>(
+    f: &NewCustomer,
+    contacts: impl Iterator<Item = &'a Contact> + Clone,
+    account_number: Option<&str>,
+) -> Vec<String> {
     let words: Vec<String> = name_words(&f.first_name)
         .chain(name_words(&f.last_name))
         .map(cut)
         .collect();
     let mut out = Vec::new();
     let emails = f.email.iter().chain(
-        view.contacts
-            .iter()
-            .filter(|c| c.record.kind == super::ContactKind::Email)
-            .map(|c| &c.record.value),
+        contacts
+            .clone()
+            .filter(|c| c.kind == ContactKind::Email)
+            .map(|c| &c.value),
     );
     out.extend(emails.map(|e| fold(e)));
     let phones = f.phone.iter().chain(
-        view.contacts
-            .iter()
-            .filter(|c| c.record.kind == super::ContactKind::Phone)
-            .map(|c| &c.record.value),
+        contacts
+            .filter(|c| c.kind == ContactKind::Phone)
+            .map(|c| &c.value),
     );
     out.extend(phones.flat_map(|p| phone_terms(p)));
-    out.push(fold(&view.customer_ref));
     let mut out: Vec<String> = out.into_iter().map(cut).collect();
-    out.extend(view.account_number.as_deref().map(account_term));
+    out.extend(account_number.map(account_term));
     out.extend(name_terms(words));
     out.sort();
     out.dedup();
@@ -289,6 +315,38 @@ mod tests {
             last_seq: 1,
             created_at_ms: 0,
             updated_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn a_new_customers_terms_and_its_reference_are_its_views_terms() {
+        let long = "Ülle".repeat(20);
+        // First and last name, e-mail, phone, reference.
+        type Case<'a> = (&'a str, &'a str, Option<&'a str>, Option<&'a str>, &'a str);
+        let cases: [Case; 5] = [
+            (
+                "Õie",
+                "Tamm-Täht",
+                Some("Oie@Example.ee"),
+                Some("+372 5123 4567"),
+                "S001-T42",
+            ),
+            ("Mari", "", None, None, "S001-T7"),
+            ("A B C D E F", "G", None, Some("5123"), "S001-T100000"),
+            (&long, "Tamm", Some(&long), None, &long),
+            // The reference's term is also another term: still one term.
+            ("Jaan", "Kask", Some("s001-t9"), None, "S001-T9"),
+        ];
+        for (first, last, email, phone, reference) in cases {
+            let mut v = view();
+            v.customer_ref = reference.into();
+            v.fields.first_name = first.into();
+            v.fields.last_name = last.into();
+            v.fields.email = email.map(str::to_string);
+            v.fields.phone = phone.map(str::to_string);
+            let mut made = new_customer_terms(&v.fields);
+            add_reference(&mut made, &v.customer_ref);
+            assert_eq!(made, terms(&v), "{first} {last}");
         }
     }
 

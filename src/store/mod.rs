@@ -8,6 +8,7 @@ pub mod faulty;
 pub mod gather;
 pub mod hq_sync;
 mod op_record;
+mod prepare;
 pub mod prune;
 pub mod read;
 pub mod schema;

@@ -194,17 +194,32 @@ impl<'tx> Tables<'tx> {
 
     /// Writes a new operation and every index of it.
     pub fn insert_op(&mut self, op: &Operation) -> Result<(), StoreError> {
-        self.ops
-            .insert(op.seq, encode(op)?.as_slice())
-            .map_err(StoreError::db)?;
+        self.insert_op_encoded(op.id, op.seq, op.state, &op.customer_ref, &encode(op)?)
+    }
+
+    /// As [`Tables::insert_op`], the operation given as its record.
+    pub fn insert_op_record(&mut self, op: &OpRecord) -> Result<(), StoreError> {
+        self.insert_op_encoded(op.id, op.seq, op.state, &op.customer_ref, &encode(op)?)
+    }
+
+    /// Inserts the operation `record` (encoded) and its index entries.
+    fn insert_op_encoded(
+        &mut self,
+        id: OperationId,
+        seq: u64,
+        state: OpState,
+        customer_ref: &str,
+        record: &[u8],
+    ) -> Result<(), StoreError> {
+        self.ops.insert(seq, record).map_err(StoreError::db)?;
         self.op_ids
-            .insert(op.id.as_u128(), op.seq)
+            .insert(id.as_u128(), seq)
             .map_err(StoreError::db)?;
         self.by_state
-            .insert((op.state.code(), op.seq), ())
+            .insert((state.code(), seq), ())
             .map_err(StoreError::db)?;
         self.customer_ops
-            .insert((op.customer_ref.as_str(), op.seq), op.state.code())
+            .insert((customer_ref, seq), state.code())
             .map_err(StoreError::db)?;
         Ok(())
     }
@@ -425,10 +440,15 @@ impl<'tx> Tables<'tx> {
 
     /// Writes the key record and search terms of a customer just created here, and no view
     /// record: until its next change its create is its view (`store::views`).
-    pub fn put_created(&mut self, view: &CustomerView) -> Result<(), StoreError> {
-        let terms = search::terms(view);
-        let added = terms.clone();
-        self.write_view(view, None, &terms, Vec::new(), added)
+    /// `terms` are all of its terms, sorted, and its time of change is `time`.
+    pub fn put_created(
+        &mut self,
+        customer_ref: &str,
+        time: i64,
+        terms: Vec<String>,
+    ) -> Result<(), StoreError> {
+        self.put_keys(customer_ref, time, &terms)?;
+        self.change_terms(customer_ref, Vec::new(), terms, time)
     }
 
     /// Writes a customer view and brings its search terms in step with `old`: its index
@@ -509,6 +529,19 @@ impl<'tx> Tables<'tx> {
             .map(Some)
     }
 
+    /// Writes the key record of `customer_ref`: its time of change and its search terms.
+    fn put_keys(
+        &mut self,
+        customer_ref: &str,
+        time: i64,
+        terms: &[String],
+    ) -> Result<(), StoreError> {
+        self.customer_keys
+            .insert(customer_ref, schema::encode_keys(time, terms).as_slice())
+            .map_err(StoreError::db)?;
+        Ok(())
+    }
+
     /// Writes a customer's view record `json` (none for a create, see [`Tables::put_created`]),
     /// its key record with `terms`, its term changes and its account-number record.
     fn write_view(
@@ -523,12 +556,7 @@ impl<'tx> Tables<'tx> {
         if let Some(json) = json {
             self.customers.insert(key, json).map_err(StoreError::db)?;
         }
-        self.customer_keys
-            .insert(
-                key,
-                schema::encode_keys(new.updated_at_ms, terms).as_slice(),
-            )
-            .map_err(StoreError::db)?;
+        self.put_keys(key, new.updated_at_ms, terms)?;
         self.change_terms(key, removed, added, new.updated_at_ms)?;
         // A customer known here by its account number is found by it without this record.
         if let Some(acc) = new.account_number.as_deref().filter(|acc| *acc != key) {

@@ -8,12 +8,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::gather::{Gather, GatherSignal};
 use super::hq_sync::{HqOutcome, StageReport};
+use super::prepare::PreparedCreate;
 use super::schema::{self, encode};
 pub use super::search_log::MergeOptions;
 use super::search_log::MergedLog;
 use super::tables::Tables;
 use super::{Store, StoreError, now_ms};
-use crate::domain::view::{CustomerView, has_sub_record};
+use crate::domain::view::has_sub_record;
 use crate::domain::{
     Action, FieldError, NewCustomer, OpState, Operation, OperationId, Payload, RecordKind,
 };
@@ -172,6 +173,8 @@ pub enum WriteError {
 
 struct Job {
     command: Command,
+    /// A create's parts the caller worked out (`store::prepare`); the writer takes them.
+    prepared: Option<PreparedCreate>,
     reply: oneshot::Sender<Result<Outcome, WriteError>>,
 }
 
@@ -207,8 +210,20 @@ impl WriterHandle {
     pub async fn execute(&self, command: Command) -> Result<Outcome, WriteError> {
         let (reply, rx) = oneshot::channel();
         let stopped = || WriteError::Store(Arc::new(StoreError::WriterStopped));
+        // Here, on the caller's thread, not on the writer's.
+        let prepared = match &command {
+            Command::Submit(Submission::NewCustomer(fields))
+            | Command::SubmitAs(_, Submission::NewCustomer(fields)) => {
+                Some(PreparedCreate::of(fields).map_err(|e| WriteError::Store(Arc::new(e)))?)
+            }
+            _ => None,
+        };
         self.tx
-            .send(Job { command, reply })
+            .send(Job {
+                command,
+                prepared,
+                reply,
+            })
             .await
             .map_err(|_| stopped())?;
         self.gathered
@@ -482,15 +497,15 @@ fn write_group(
     let tx = store.begin_write()?;
     let closed = {
         let mut group = OpenGroup::open(&tx)?;
-        for job in jobs.iter() {
-            group.apply(options, &job.command);
+        for job in jobs.iter_mut() {
+            group.apply(options, &job.command, job.prepared.take());
         }
         let max = options.group_commit_max;
         gather.fill(jobs, max, idle, |jobs| {
             while jobs.len() < max {
                 match rx.try_recv() {
-                    Ok(job) => {
-                        group.apply(options, &job.command);
+                    Ok(mut job) => {
+                        group.apply(options, &job.command, job.prepared.take());
                         jobs.push(job);
                     }
                     Err(_) => break,
@@ -537,24 +552,33 @@ impl<'tx> OpenGroup<'tx> {
         })
     }
 
-    /// Applies `command`, or nothing once the group has failed.
-    fn apply(&mut self, options: &WriterOptions, command: &Command) {
+    /// Applies `command` (with the parts of a create its caller `prepared`), or nothing once
+    /// the group has failed.
+    fn apply(
+        &mut self,
+        options: &WriterOptions,
+        command: &Command,
+        prepared: Option<PreparedCreate>,
+    ) {
         if self.failed.is_some() {
             return;
         }
-        match self.run(options, command) {
+        match self.run(options, command, prepared) {
             Ok(result) => self.results.push(result),
             Err(e) => self.failed = Some(e),
         }
     }
 
-    fn run(&mut self, options: &WriterOptions, command: &Command) -> Result<Refusable, StoreError> {
-        let (t, now) = (&mut self.tables, self.now);
+    fn run(
+        &mut self,
+        options: &WriterOptions,
+        command: &Command,
+        prepared: Option<PreparedCreate>,
+    ) -> Result<Refusable, StoreError> {
+        let (t, now, seq) = (&mut self.tables, self.now, &mut self.next_seq);
         Ok(match command {
-            Command::Submit(sub) => t.submit(options, None, sub, &mut self.next_seq, now)?,
-            Command::SubmitAs(id, sub) => {
-                t.submit(options, Some(*id), sub, &mut self.next_seq, now)?
-            }
+            Command::Submit(sub) => t.submit(options, None, sub, prepared, seq, now)?,
+            Command::SubmitAs(id, sub) => t.submit(options, Some(*id), sub, prepared, seq, now)?,
             Command::EditPayload { id, record } => t.edit_payload(*id, record, now)?,
             Command::Resync { id } => t.resync(*id, now)?,
             Command::MarkStaged(reports) => t.mark_staged(reports, now)?,
@@ -640,6 +664,7 @@ impl Tables<'_> {
         options: &WriterOptions,
         id: Option<OperationId>,
         sub: &Submission,
+        prepared: Option<PreparedCreate>,
         next_seq: &mut u64,
         now: i64,
     ) -> Result<Refusable, StoreError> {
@@ -654,89 +679,110 @@ impl Tables<'_> {
                 "operation {id} exists already"
             ))));
         }
-        let seq = *next_seq;
-        let op =
-            |customer_ref: String, record_id: Option<String>, payload: Payload, state| Operation {
-                id: id.unwrap_or_else(|| OperationId::new_v7(now as u64)),
-                seq,
-                customer_ref,
-                record_id,
-                payload,
-                state,
-                error: None,
-                revision: 0,
-                accepted_at_ms: now,
-                updated_at_ms: now,
-                base: None,
-                conflicts: Vec::new(),
-            };
-        let (op, old_view, new_view) = match sub {
+        match sub {
             Submission::NewCustomer(fields) => {
-                let customer_ref = format!("{}-T{seq}", options.store_id);
-                let op = op(
-                    customer_ref,
-                    None,
-                    Payload::CustomerCreate(fields.clone()),
-                    OpState::Pending,
-                );
-                let Some(view) = CustomerView::created_by(&op) else {
-                    return Err(StoreError::Encoding(
-                        "customer create did not build a view".into(),
-                    ));
+                let prepared = match prepared {
+                    Some(prepared) => prepared,
+                    None => PreparedCreate::of(fields)?,
                 };
-                (op, None, view)
+                self.create(options, id, prepared, next_seq, now)
             }
             Submission::Change {
                 customer,
                 record_id,
                 payload,
-            } => {
-                let Some(view) = self.customer(customer)? else {
+            } => self.change(id, customer, record_id.as_deref(), payload, next_seq, now),
+        }
+    }
+
+    /// Takes a customer create: it assigns the reference and writes the operation and the
+    /// customer's search terms; nothing is refused.
+    fn create(
+        &mut self,
+        options: &WriterOptions,
+        id: Option<OperationId>,
+        prepared: PreparedCreate,
+        next_seq: &mut u64,
+        now: i64,
+    ) -> Result<Refusable, StoreError> {
+        let seq = *next_seq;
+        let id = id.unwrap_or_else(|| OperationId::new_v7(now as u64));
+        let customer_ref = format!("{}-T{seq}", options.store_id);
+        let create = prepared.assign(id, seq, customer_ref, now);
+        *next_seq += 1;
+        self.insert_op_record(&create.record)?;
+        self.put_created(&create.record.customer_ref, now, create.terms)?;
+        Ok(Ok(Outcome::Accepted {
+            operation_id: id,
+            customer_ref: create.record.customer_ref,
+            record_id: None,
+            state: OpState::Pending,
+        }))
+    }
+
+    /// Takes a change of an existing customer (an edit, or a sub-record's create or edit), or
+    /// refuses it.
+    fn change(
+        &mut self,
+        id: Option<OperationId>,
+        customer: &str,
+        record_id: Option<&str>,
+        payload: &Payload,
+        next_seq: &mut u64,
+        now: i64,
+    ) -> Result<Refusable, StoreError> {
+        let seq = *next_seq;
+        let Some(view) = self.customer(customer)? else {
+            return Ok(Err(CommandError::NotFound {
+                what: "customer",
+                id: customer.to_string(),
+            }));
+        };
+        let record_id = match (payload.kind(), payload.action()) {
+            (RecordKind::Customer, _) => None,
+            (kind, Action::Create) => Some(format!("{}-{seq}", kind.id_prefix())),
+            (kind, Action::Edit) => {
+                let id = record_id.unwrap_or_default().to_string();
+                if !has_sub_record(&view, payload, &id) {
                     return Ok(Err(CommandError::NotFound {
-                        what: "customer",
-                        id: customer.clone(),
+                        what: kind.as_str(),
+                        id,
                     }));
-                };
-                let record_id = match (payload.kind(), payload.action()) {
-                    (RecordKind::Customer, _) => None,
-                    (kind, Action::Create) => Some(format!("{}-{seq}", kind.id_prefix())),
-                    (kind, Action::Edit) => {
-                        let id = record_id.clone().unwrap_or_default();
-                        if !has_sub_record(&view, payload, &id) {
-                            return Ok(Err(CommandError::NotFound {
-                                what: kind.as_str(),
-                                id,
-                            }));
-                        }
-                        Some(id)
-                    }
-                };
-                let state = if self.customer_blocked(&view.customer_ref)? {
-                    OpState::Held
-                } else {
-                    OpState::Pending
-                };
-                let mut op = op(view.customer_ref.clone(), record_id, payload.clone(), state);
-                if let Payload::CustomerEdit(patch) = payload {
-                    op.base = Some(patch.base_values(&view.fields));
                 }
-                let mut next = view.clone();
-                if let Err(e) = next.apply(&op) {
-                    return Ok(Err(e.into()));
-                }
-                (op, Some(view), next)
+                Some(id)
             }
         };
-        // Every check passed: from here on only writes.
-        if let Some(old) = &old_view {
-            self.keep_base(old)?;
+        let state = if self.customer_blocked(&view.customer_ref)? {
+            OpState::Held
+        } else {
+            OpState::Pending
+        };
+        let op = Operation {
+            id: id.unwrap_or_else(|| OperationId::new_v7(now as u64)),
+            seq,
+            customer_ref: view.customer_ref.clone(),
+            record_id,
+            payload: payload.clone(),
+            state,
+            error: None,
+            revision: 0,
+            accepted_at_ms: now,
+            updated_at_ms: now,
+            base: match payload {
+                Payload::CustomerEdit(patch) => Some(patch.base_values(&view.fields)),
+                _ => None,
+            },
+            conflicts: Vec::new(),
+        };
+        let mut new_view = view.clone();
+        if let Err(e) = new_view.apply(&op) {
+            return Ok(Err(e.into()));
         }
+        // Every check passed: from here on only writes.
+        self.keep_base(&view)?;
         *next_seq += 1;
         self.insert_op(&op)?;
-        match &old_view {
-            Some(old) => self.put_view(Some(old), &new_view)?,
-            None => self.put_created(&new_view)?,
-        }
+        self.put_view(Some(&view), &new_view)?;
         Ok(Ok(Outcome::Accepted {
             operation_id: op.id,
             customer_ref: op.customer_ref,
