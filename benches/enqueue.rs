@@ -1,7 +1,7 @@
 //! P2 and P3: durable in-process enqueue of customer creates by 64 concurrent submitters, with
-//! group commit, against (a) the same writer committing one transaction per operation and (b)
-//! the same queue kept in SQLite (WAL, synchronous=FULL) with the same batching; and the fsync
-//! floor of this disk, measured in the same run.
+//! group commit, against (a) the same writer committing one transaction per operation, the two
+//! in turn on one store, and (b) the same queue kept in SQLite (WAL, synchronous=FULL) with the
+//! same batching; and the fsync floor of this disk, measured in the same run.
 //!
 //! Run: `cargo bench --bench enqueue` (`OUTPOST_BENCH_SCALE=0.02` for a quick pass).
 
@@ -10,11 +10,29 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Figure;
+use outpost::store::writer::MergeOptions;
+use outpost::store::{Store, StoreOptions};
 
 const SUBMITTERS: usize = 64;
 const GROUP: usize = 512;
+/// Turns of the group commit and its baseline on one store (see [`interleaved`]).
+const ROUNDS: usize = 10;
 
-/// Acknowledged creates per second with `group_commit_max` writes per transaction.
+/// Opens a fresh store for a run, with redb's quick repair on or off.
+fn open_store(dir: &std::path::Path, quick_repair: bool) -> Store {
+    Store::open(
+        &dir.join("bench.redb"),
+        &StoreOptions {
+            cache_bytes: 64 << 20,
+            quick_repair,
+            ..StoreOptions::new(64 << 20)
+        },
+    )
+    .expect("open store")
+}
+
+/// Acknowledged creates per second with `group_commit_max` writes per transaction, on a
+/// fresh store.
 fn node(total: usize, group_commit_max: usize) -> f64 {
     node_with(total, group_commit_max, false)
 }
@@ -22,21 +40,89 @@ fn node(total: usize, group_commit_max: usize) -> f64 {
 /// As [`node`], with redb's quick repair on or off.
 fn node_with(total: usize, group_commit_max: usize, quick_repair: bool) -> f64 {
     let dir = common::scratch_dir();
-    let store = outpost::store::Store::open(
-        &dir.path().join("bench.redb"),
-        &outpost::store::StoreOptions {
-            cache_bytes: 64 << 20,
-            quick_repair,
-            ..outpost::store::StoreOptions::new(64 << 20)
-        },
-    )
-    .expect("open store");
+    let store = open_store(dir.path(), quick_repair);
     let rt = common::runtime();
     let (writer, thread) = common::start_writer(&store, group_commit_max, &rt);
     let elapsed = rt.block_on(common::enqueue(&writer, 0, total, SUBMITTERS));
     drop(writer);
     thread.join().expect("writer thread");
     (total / SUBMITTERS * SUBMITTERS) as f64 / elapsed.as_secs_f64()
+}
+
+/// Group commit and one commit per create, measured in turn on one store.
+struct Interleaved {
+    /// Creates per second with group commit.
+    group: f64,
+    /// Creates per second with one commit each.
+    single: f64,
+    /// The lowest and highest ratio of one round.
+    rounds: (f64, f64),
+    /// Creates of each part of a round.
+    parts: (usize, usize),
+}
+
+/// Runs [`ROUNDS`] rounds on one store, each `group_total / ROUNDS` creates with group commit,
+/// then `single_total / ROUNDS` with one commit each. Both ways see the same store, growing,
+/// and the same minutes of a shared machine (run apart, they saw a store 40 times smaller and
+/// a different hour). Each part is timed from its first create until its own search terms
+/// have been merged into the index ([`timed_part`]): with the node's own merge policy, the part
+/// running when the log grew long paid for the merge of the other's terms.
+fn interleaved(group_total: usize, single_total: usize) -> Interleaved {
+    let dir = common::scratch_dir();
+    let store = open_store(dir.path(), false);
+    let rt = common::runtime();
+    let per_part = |total: usize| (total / ROUNDS / SUBMITTERS).max(1) * SUBMITTERS;
+    let (group_part, single_part) = (per_part(group_total), per_part(single_total));
+    let (mut group_time, mut single_time) = (Duration::ZERO, Duration::ZERO);
+    let (mut lowest, mut highest) = (f64::MAX, 0.0_f64);
+    let mut offset = 0;
+    for _ in 0..ROUNDS {
+        let group = timed_part(&store, &rt, GROUP, offset, group_part);
+        offset += group_part;
+        let single = timed_part(&store, &rt, 1, offset, single_part);
+        offset += single_part;
+        let ratio =
+            (group_part as f64 / group.as_secs_f64()) / (single_part as f64 / single.as_secs_f64());
+        (lowest, highest) = (lowest.min(ratio), highest.max(ratio));
+        group_time += group;
+        single_time += single;
+    }
+    Interleaved {
+        group: (ROUNDS * group_part) as f64 / group_time.as_secs_f64(),
+        single: (ROUNDS * single_part) as f64 / single_time.as_secs_f64(),
+        rounds: (lowest, highest),
+        parts: (group_part, single_part),
+    }
+}
+
+/// Runs `n` creates from customer `offset` on through a writer committing up to
+/// `group_commit_max` of them per transaction, and returns the time from the first create
+/// until the search terms log is merged. The writer merges as the node does, but after a quiet
+/// spell of 1 ms instead of 250: its merge starts as soon as the creates end, not a quarter of
+/// a second later.
+fn timed_part(
+    store: &Store,
+    rt: &tokio::runtime::Runtime,
+    group_commit_max: usize,
+    offset: usize,
+    n: usize,
+) -> Duration {
+    let merge = MergeOptions {
+        idle_after: Duration::from_millis(1),
+        ..MergeOptions::default()
+    };
+    let (writer, thread) = common::start_writer_merging(store, group_commit_max, rt, merge);
+    let start = Instant::now();
+    rt.block_on(common::enqueue(&writer, offset, n, SUBMITTERS));
+    let limit = Duration::from_secs(120);
+    while store.search_log_entries() > 0 && start.elapsed() < limit {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    let elapsed = start.elapsed();
+    assert_eq!(store.search_log_entries(), 0, "log merged within {limit:?}");
+    drop(writer);
+    thread.join().expect("writer thread");
+    elapsed
 }
 
 /// The same creates into the SQLite queue with the same batching.
@@ -70,53 +156,74 @@ fn sqlite(total: usize, group_commit_max: usize) -> f64 {
 fn main() {
     outpost::process::configure_allocator();
     let group_total = common::scaled(200_000, 6_400);
-    let single_total = common::scaled(5_000, 640);
+    let single_total = common::scaled(5_120, 640);
     let dir = common::scratch_dir();
     let fsyncs = common::fsync_rate(dir.path(), Duration::from_secs(3));
-    let group = node(group_total, GROUP);
+    let turns = interleaved(group_total, single_total);
     let lite = sqlite(group_total, GROUP);
-    let single = node(single_total, 1);
+    let fresh_group = node(group_total, GROUP);
+    let fresh_single = node(single_total, 1);
     let quick_repair = node_with(group_total, GROUP, true);
     let fsyncs_after = common::fsync_rate(dir.path(), Duration::from_secs(3));
     let fsync = (fsyncs + fsyncs_after) / 2.0;
+    let (group_part, single_part) = turns.parts;
+    let group_work = format!(
+        "{ROUNDS}×{group_part} creates, group commit ≤ {GROUP}, in turn with the baseline on one store, each part until its search terms are merged"
+    );
     common::report(
         "P2/P3 in-process durable enqueue (64 submitters)",
         &[
             Figure::higher(
                 "p2-group-commit-vs-single",
-                format!("{group_total} creates, group commit ≤ {GROUP}"),
-                group,
+                format!(
+                    "{group_work}; the rounds' ratios {:.1}–{:.1}×",
+                    turns.rounds.0, turns.rounds.1
+                ),
+                turns.group,
                 "ops/s",
-                single,
+                turns.single,
                 "ops/s",
-                format!("{single_total} creates, one commit per op"),
+                format!(
+                    "{ROUNDS}×{single_part} creates, one commit per op, in turn on the same store"
+                ),
             ),
             Figure::higher(
                 "p2-group-commit-vs-sqlite",
-                format!("{group_total} creates, group commit ≤ {GROUP}"),
-                group,
+                group_work.clone(),
+                turns.group,
                 "ops/s",
                 lite,
                 "ops/s",
                 format!(
-                    "SQLite WAL synchronous=FULL, same queue and batching, {group_total} creates"
+                    "SQLite WAL synchronous=FULL, same queue and batching, {group_total} creates on a fresh file"
+                ),
+            ),
+            Figure::higher(
+                "p2-fresh-stores-group-vs-single",
+                format!("{group_total} creates, group commit ≤ {GROUP}, on a fresh store"),
+                fresh_group,
+                "ops/s",
+                fresh_single,
+                "ops/s",
+                format!(
+                    "{single_total} creates, one commit per op, on a fresh store (information: the two apart, as measured before step 39)"
                 ),
             ),
             Figure::higher(
                 "p2-group-commit-quick-repair",
-                format!("{group_total} creates, group commit ≤ {GROUP}, quick repair on"),
+                format!(
+                    "{group_total} creates, group commit ≤ {GROUP}, quick repair on, fresh store"
+                ),
                 quick_repair,
                 "ops/s",
-                group,
+                fresh_group,
                 "ops/s",
                 "the same, quick repair off (redb's default, the node's choice)",
             ),
             Figure::higher(
                 "p3-fsync-floor",
-                format!(
-                    "{group_total} creates, group commit ≤ {GROUP} (ratio = acked ops per fsync)"
-                ),
-                group,
+                format!("{group_work} (ratio = acked ops per fsync)"),
+                turns.group,
                 "ops/s",
                 fsync,
                 "fsyncs/s",

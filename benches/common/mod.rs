@@ -369,13 +369,23 @@ pub fn start_writer(
     group_commit_max: usize,
     rt: &tokio::runtime::Runtime,
 ) -> (WriterHandle, std::thread::JoinHandle<()>) {
+    start_writer_merging(store, group_commit_max, rt, writer::MergeOptions::default())
+}
+
+/// As [`start_writer`], merging the search terms log as `merge` says.
+pub fn start_writer_merging(
+    store: &Store,
+    group_commit_max: usize,
+    rt: &tokio::runtime::Runtime,
+    merge: writer::MergeOptions,
+) -> (WriterHandle, std::thread::JoinHandle<()>) {
     writer::spawn(
         store.clone(),
         WriterOptions {
             store_id: "S0001".into(),
             queue: 4096,
             group_commit_max,
-            merge: writer::MergeOptions::default(),
+            merge,
             group_wait: group_wait(),
             replies_on: Some(rt.handle().clone()),
         },
