@@ -7,6 +7,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::StoreError;
 use super::op_record::OpRecord;
+use super::prepare::AssignedCreate;
 use super::schema::{self, CustomerRef, decode, encode};
 use crate::domain::operation::OpError;
 use crate::domain::search;
@@ -35,6 +36,21 @@ pub(crate) struct Tables<'tx> {
     /// Term changes of this transaction that go to the search terms log (every write but a
     /// bulk apply), in the order they were made.
     term_changes: Vec<schema::TermChange>,
+    /// Customer creates taken and not yet written ([`Tables::add_create`]).
+    creates: PendingCreates,
+}
+
+/// The rows of customer creates held back, to go into their tables together: a group's creates
+/// hold consecutive keys in each of the five tables, so each table takes them as one run
+/// through a cursor ([`insert_sorted`]) instead of a descent from its root per row.
+#[derive(Default)]
+struct PendingCreates {
+    /// Sequence number and operation record.
+    ops: Vec<(u64, Vec<u8>)>,
+    /// Operation id and sequence number.
+    ids: Vec<(u128, u64)>,
+    /// Customer reference, the create's sequence number, and the key record.
+    customers: Vec<(String, u64, Vec<u8>)>,
 }
 
 impl<'tx> Tables<'tx> {
@@ -62,7 +78,65 @@ impl<'tx> Tables<'tx> {
             deferred_terms: None,
             wrote_index: false,
             term_changes: Vec::new(),
+            creates: PendingCreates::default(),
         })
+    }
+
+    /// Takes a customer create made at `time`: its operation, the operation's index entries and
+    /// the customer's key record are held back until [`Tables::flush_creates`]; its search
+    /// terms go to the log as any write's. Until that flush, nothing may read the operation
+    /// tables or the key records (the writer flushes before every command that is not a plain
+    /// create, and before the commit).
+    pub fn add_create(&mut self, create: AssignedCreate, time: i64) -> Result<(), StoreError> {
+        let AssignedCreate { record, terms } = create;
+        debug_assert_eq!(record.state, OpState::Pending);
+        let pending = &mut self.creates;
+        pending.ops.push((record.seq, encode(&record)?));
+        pending.ids.push((record.id.as_u128(), record.seq));
+        pending.customers.push((
+            record.customer_ref.clone(),
+            record.seq,
+            schema::encode_keys(time, &terms),
+        ));
+        self.change_terms(&record.customer_ref, Vec::new(), terms, time)
+    }
+
+    /// Writes the creates held back by [`Tables::add_create`].
+    pub fn flush_creates(&mut self) -> Result<(), StoreError> {
+        if self.creates.ops.is_empty() {
+            return Ok(());
+        }
+        let PendingCreates {
+            ops,
+            mut ids,
+            customers,
+        } = std::mem::take(&mut self.creates);
+        // Sequence numbers rise, and so do the references made of them; ids are random within
+        // one millisecond.
+        ids.sort_unstable();
+        let pending = OpState::Pending.code();
+        let rows: Vec<(u64, &[u8])> = ops.iter().map(|(seq, r)| (*seq, r.as_slice())).collect();
+        insert_sorted(&mut self.ops, &rows)?;
+        insert_sorted(&mut self.op_ids, &ids)?;
+        let states: Vec<((u8, u64), ())> =
+            ops.iter().map(|(seq, _)| ((pending, *seq), ())).collect();
+        insert_sorted(&mut self.by_state, &states)?;
+        let mut customer_ops: Vec<((&str, u64), u8)> = customers
+            .iter()
+            .map(|(customer, seq, _)| ((customer.as_str(), *seq), pending))
+            .collect();
+        let mut keys: Vec<(&str, &[u8])> = customers
+            .iter()
+            .map(|(customer, _, keys)| (customer.as_str(), keys.as_slice()))
+            .collect();
+        // In the tables' own order of references (digit runs as numbers).
+        let order =
+            |a: &str, b: &str| <CustomerRef as redb::Key>::compare(a.as_bytes(), b.as_bytes());
+        customer_ops.sort_by(|a, b| order(a.0.0, b.0.0).then(a.0.1.cmp(&b.0.1)));
+        keys.sort_by(|a, b| order(a.0, b.0));
+        insert_sorted(&mut self.customer_ops, &customer_ops)?;
+        insert_sorted(&mut self.customer_keys, &keys)?;
+        Ok(())
     }
 
     /// The term changes for the search terms log, taken out of the transaction's tables.
@@ -194,11 +268,6 @@ impl<'tx> Tables<'tx> {
 
     /// Writes a new operation and every index of it.
     pub fn insert_op(&mut self, op: &Operation) -> Result<(), StoreError> {
-        self.insert_op_encoded(op.id, op.seq, op.state, &op.customer_ref, &encode(op)?)
-    }
-
-    /// As [`Tables::insert_op`], the operation given as its record.
-    pub fn insert_op_record(&mut self, op: &OpRecord) -> Result<(), StoreError> {
         self.insert_op_encoded(op.id, op.seq, op.state, &op.customer_ref, &encode(op)?)
     }
 
@@ -438,19 +507,6 @@ impl<'tx> Tables<'tx> {
         Ok(false)
     }
 
-    /// Writes the key record and search terms of a customer just created here, and no view
-    /// record: until its next change its create is its view (`store::views`).
-    /// `terms` are all of its terms, sorted, and its time of change is `time`.
-    pub fn put_created(
-        &mut self,
-        customer_ref: &str,
-        time: i64,
-        terms: Vec<String>,
-    ) -> Result<(), StoreError> {
-        self.put_keys(customer_ref, time, &terms)?;
-        self.change_terms(customer_ref, Vec::new(), terms, time)
-    }
-
     /// Writes a customer view and brings its search terms in step with `old`: its index
     /// entries carry its time of change, so when that moved every term is written again.
     pub fn put_view(
@@ -630,6 +686,49 @@ pub(crate) fn write_terms_sorted(
     Ok(())
 }
 
+/// Inserts `rows`, in the table's key order and each new to it, through a cursor: a run of
+/// keys that fall in one gap of the table is spliced in leaf by leaf, not each found from the
+/// root. A key past the cursor's gap (the table holds a key before it) opens a cursor there; a
+/// key the table holds already is written over, as an insert would. Fewer than
+/// [`CURSOR_RUN_MIN`] rows go in key by key.
+fn insert_sorted<'r, K, V>(
+    table: &mut Table<'_, K, V>,
+    rows: &'r [(K::SelfType<'r>, V::SelfType<'r>)],
+) -> Result<(), StoreError>
+where
+    K: redb::Key + 'static,
+    V: redb::Value + 'static,
+{
+    if rows.len() < CURSOR_RUN_MIN {
+        for (key, value) in rows {
+            table.insert(key, value).map_err(StoreError::db)?;
+        }
+        return Ok(());
+    }
+    let mut at = 0;
+    while let Some((first, _)) = rows.get(at) {
+        let start = at;
+        let mut cursor = table
+            .lower_bound_mut(Bound::Included(first))
+            .map_err(StoreError::db)?;
+        while let Some((key, value)) = rows.get(at) {
+            match cursor.insert_before(key, value) {
+                Ok(()) => at += 1,
+                Err(redb::CursorError::UnorderedKey) => break,
+                Err(e) => return Err(StoreError::db(e)),
+            }
+        }
+        cursor.close().map_err(StoreError::db)?;
+        if at == start {
+            // The table holds this key already: the cursor's gap ends at it.
+            let (key, value) = &rows[at];
+            table.insert(key, value).map_err(StoreError::db)?;
+            at += 1;
+        }
+    }
+    Ok(())
+}
+
 /// Shortest run of inserts into one gap that goes through a cursor (see
 /// [`write_terms_sorted`]).
 const CURSOR_RUN_MIN: usize = 8;
@@ -641,7 +740,7 @@ mod tests {
     use proptest::prelude::*;
     use redb::{Database, ReadableDatabase, ReadableTable};
 
-    use super::write_terms_sorted;
+    use super::{insert_sorted, write_terms_sorted};
     use crate::store::schema::SEARCH;
 
     type Key = (String, String);
@@ -711,6 +810,43 @@ mod tests {
                 };
             }
             prop_assert_eq!(apply(&existing, &writes), model);
+        }
+    }
+
+    const ROWS: redb::TableDefinition<u64, u64> = redb::TableDefinition::new("rows");
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Rows inserted through cursor runs end as plain inserts would leave them: runs cut by
+        /// keys the table holds, keys it holds written over, short runs key by key.
+        #[test]
+        fn sorted_rows_go_in_as_plain_inserts_would(
+            existing in proptest::collection::btree_map(0u64..300, 0u64..5, 0..60),
+            rows in proptest::collection::btree_map(0u64..300, 5u64..10, 0..80),
+        ) {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let db = Database::create(dir.path().join("t.redb")).expect("db");
+            let tx = db.begin_write().expect("tx");
+            {
+                let mut table = tx.open_table(ROWS).expect("table");
+                for (k, v) in &existing {
+                    table.insert(k, v).expect("insert");
+                }
+                let rows: Vec<(u64, u64)> = rows.iter().map(|(k, v)| (*k, *v)).collect();
+                insert_sorted(&mut table, &rows).expect("rows");
+            }
+            tx.commit().expect("commit");
+            let mut expected = existing.clone();
+            expected.extend(rows);
+            let tx = db.begin_read().expect("read");
+            let table = tx.open_table(ROWS).expect("table");
+            let held: BTreeMap<u64, u64> = table
+                .iter()
+                .expect("iter")
+                .map(|e| e.map(|(k, v)| (k.value(), v.value())).expect("entry"))
+                .collect();
+            prop_assert_eq!(held, expected);
         }
     }
 }

@@ -576,6 +576,10 @@ impl<'tx> OpenGroup<'tx> {
         prepared: Option<PreparedCreate>,
     ) -> Result<Refusable, StoreError> {
         let (t, now, seq) = (&mut self.tables, self.now, &mut self.next_seq);
+        if !matches!(command, Command::Submit(Submission::NewCustomer(_))) {
+            // Every other command may read what the creates before it wrote.
+            t.flush_creates()?;
+        }
         Ok(match command {
             Command::Submit(sub) => t.submit(options, None, sub, prepared, seq, now)?,
             Command::SubmitAs(id, sub) => t.submit(options, Some(*id), sub, prepared, seq, now)?,
@@ -613,6 +617,7 @@ impl<'tx> OpenGroup<'tx> {
             return Err(e);
         }
         let t = &mut self.tables;
+        t.flush_creates()?;
         t.meta
             .insert(schema::NEXT_SEQ, self.next_seq)
             .map_err(StoreError::db)?;
@@ -710,11 +715,11 @@ impl Tables<'_> {
         let customer_ref = format!("{}-T{seq}", options.store_id);
         let create = prepared.assign(id, seq, customer_ref, now);
         *next_seq += 1;
-        self.insert_op_record(&create.record)?;
-        self.put_created(&create.record.customer_ref, now, create.terms)?;
+        let customer_ref = create.record.customer_ref.clone();
+        self.add_create(create, now)?;
         Ok(Ok(Outcome::Accepted {
             operation_id: id,
-            customer_ref: create.record.customer_ref,
+            customer_ref,
             record_id: None,
             state: OpState::Pending,
         }))
@@ -871,5 +876,123 @@ impl Tables<'_> {
                 what: "operation",
                 id: id.to_string(),
             }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Action, RecordKind};
+    use crate::store::StoreOptions;
+    use crate::store::read::OpFilter;
+
+    fn options() -> WriterOptions {
+        WriterOptions {
+            store_id: "S0001".into(),
+            queue: 16,
+            group_commit_max: 64,
+            merge: MergeOptions::default(),
+            group_wait: Duration::ZERO,
+            replies_on: None,
+        }
+    }
+
+    fn create(i: usize) -> Command {
+        Command::Submit(Submission::NewCustomer(NewCustomer {
+            first_name: format!("Mari{i}"),
+            last_name: "Tamm".into(),
+            email: Some(format!("mari{i}@example.ee")),
+            phone: None,
+            customer_group: None,
+            language: None,
+        }))
+    }
+
+    /// One group of the commands given, applied as the writer applies them, committed.
+    fn commit_group(store: &Store, commands: Vec<Command>) -> Vec<Refusable> {
+        let options = options();
+        let tx = store.begin_write().expect("write");
+        let closed = {
+            let mut group = OpenGroup::open(&tx).expect("group");
+            for command in &commands {
+                let prepared = match command {
+                    Command::Submit(Submission::NewCustomer(f))
+                    | Command::SubmitAs(_, Submission::NewCustomer(f)) => {
+                        Some(PreparedCreate::of(f).expect("prepared"))
+                    }
+                    _ => None,
+                };
+                group.apply(&options, command, prepared);
+            }
+            group.close().expect("closed")
+        };
+        tx.commit().expect("commit");
+        closed.committed(store)
+    }
+
+    #[test]
+    fn a_command_in_a_group_sees_the_creates_before_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store =
+            Store::open(&dir.path().join("s.redb"), &StoreOptions::new(8 << 20)).expect("store");
+        let edit = Payload::parse(
+            RecordKind::Customer,
+            Action::Edit,
+            serde_json::json!({"last_name": "Kask"}),
+        )
+        .expect("an edit");
+        let id = OperationId::new_v7(1_796_000_000_000);
+        let realtime = |i| match create(i) {
+            Command::Submit(sub) => Command::SubmitAs(id, sub),
+            _ => unreachable!("a create"),
+        };
+        let mut commands: Vec<Command> = (1..=12).map(create).collect();
+        commands.push(Command::Submit(Submission::Change {
+            customer: "S0001-T3".into(),
+            record_id: None,
+            payload: edit,
+        }));
+        commands.extend((14..=23).map(create));
+        commands.push(realtime(24));
+        commands.push(realtime(25));
+        let results = commit_group(&store, commands);
+        assert_eq!(results.len(), 25);
+        for (i, result) in results.iter().enumerate().take(24) {
+            assert!(
+                matches!(result, Ok(Outcome::Accepted { .. })),
+                "command {i}: {result:?}"
+            );
+        }
+        assert!(
+            matches!(results[24], Err(CommandError::Conflict(_))),
+            "the second use of one id is refused: {:?}",
+            results[24]
+        );
+        let edited = store.customer("S0001-T3").expect("read").expect("customer");
+        assert_eq!(edited.view.fields.last_name, "Kask");
+        for seq in (1..=12).chain(14..=24) {
+            let customer = store
+                .customer(&format!("S0001-T{seq}"))
+                .expect("read")
+                .unwrap_or_else(|| panic!("customer {seq}"));
+            assert_eq!(customer.view.fields.first_name, format!("Mari{seq}"));
+        }
+        assert_eq!(store.customer_count().expect("count"), 23);
+        let pending = store
+            .operations(&OpFilter {
+                state: Some(OpState::Pending),
+                after_seq: None,
+                limit: 100,
+            })
+            .expect("operations");
+        assert_eq!(pending.len(), 24);
+        assert!(store.operation(id).expect("read").is_some());
+        let found = store.search("mari17", 20).expect("search");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].view.customer_ref, "S0001-T17");
+        // A later group reads them all from the tables.
+        let results = commit_group(&store, vec![create(26)]);
+        assert!(matches!(results[0], Ok(Outcome::Accepted { .. })));
+        assert_eq!(store.customer_count().expect("count"), 24);
     }
 }
