@@ -268,27 +268,17 @@ impl<'tx> Tables<'tx> {
 
     /// Writes a new operation and every index of it.
     pub fn insert_op(&mut self, op: &Operation) -> Result<(), StoreError> {
-        self.insert_op_encoded(op.id, op.seq, op.state, &op.customer_ref, &encode(op)?)
-    }
-
-    /// Inserts the operation `record` (encoded) and its index entries.
-    fn insert_op_encoded(
-        &mut self,
-        id: OperationId,
-        seq: u64,
-        state: OpState,
-        customer_ref: &str,
-        record: &[u8],
-    ) -> Result<(), StoreError> {
-        self.ops.insert(seq, record).map_err(StoreError::db)?;
+        self.ops
+            .insert(op.seq, encode(op)?.as_slice())
+            .map_err(StoreError::db)?;
         self.op_ids
-            .insert(id.as_u128(), seq)
+            .insert(op.id.as_u128(), op.seq)
             .map_err(StoreError::db)?;
         self.by_state
-            .insert((state.code(), seq), ())
+            .insert((op.state.code(), op.seq), ())
             .map_err(StoreError::db)?;
         self.customer_ops
-            .insert((customer_ref, seq), state.code())
+            .insert((op.customer_ref.as_str(), op.seq), op.state.code())
             .map_err(StoreError::db)?;
         Ok(())
     }

@@ -211,13 +211,7 @@ impl WriterHandle {
         let (reply, rx) = oneshot::channel();
         let stopped = || WriteError::Store(Arc::new(StoreError::WriterStopped));
         // Here, on the caller's thread, not on the writer's.
-        let prepared = match &command {
-            Command::Submit(Submission::NewCustomer(fields))
-            | Command::SubmitAs(_, Submission::NewCustomer(fields)) => {
-                Some(PreparedCreate::of(fields).map_err(|e| WriteError::Store(Arc::new(e)))?)
-            }
-            _ => None,
-        };
+        let prepared = prepare(&command).map_err(|e| WriteError::Store(Arc::new(e)))?;
         self.tx
             .send(Job {
                 command,
@@ -229,6 +223,17 @@ impl WriterHandle {
         self.gathered
             .queued(self.tx.max_capacity() - self.tx.capacity());
         rx.await.map_err(|_| stopped())?
+    }
+}
+
+/// The parts of `command` its caller works out for the writer: a customer create's.
+fn prepare(command: &Command) -> Result<Option<PreparedCreate>, StoreError> {
+    match command {
+        Command::Submit(Submission::NewCustomer(fields))
+        | Command::SubmitAs(_, Submission::NewCustomer(fields)) => {
+            PreparedCreate::of(fields).map(Some)
+        }
+        _ => Ok(None),
     }
 }
 
@@ -915,14 +920,7 @@ mod tests {
         let closed = {
             let mut group = OpenGroup::open(&tx).expect("group");
             for command in &commands {
-                let prepared = match command {
-                    Command::Submit(Submission::NewCustomer(f))
-                    | Command::SubmitAs(_, Submission::NewCustomer(f)) => {
-                        Some(PreparedCreate::of(f).expect("prepared"))
-                    }
-                    _ => None,
-                };
-                group.apply(&options, command, prepared);
+                group.apply(&options, command, prepare(command).expect("prepared"));
             }
             group.close().expect("closed")
         };
