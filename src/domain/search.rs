@@ -98,7 +98,7 @@ fn name_words(text: &str) -> impl Iterator<Item = String> + '_ {
         .into_iter()
 }
 
-/// Every index term of a customer: its name words in pairs ([`name_terms`]), and each other
+/// Every index term of a customer: its name words in pairs (`name_terms`), and each other
 /// term a single folded string. Sorted and without duplicates.
 pub fn terms(view: &CustomerView) -> Vec<String> {
     let contacts = view.contacts.iter().map(|c| &c.record);

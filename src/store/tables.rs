@@ -575,20 +575,7 @@ impl<'tx> Tables<'tx> {
             .map(Some)
     }
 
-    /// Writes the key record of `customer_ref`: its time of change and its search terms.
-    fn put_keys(
-        &mut self,
-        customer_ref: &str,
-        time: i64,
-        terms: &[String],
-    ) -> Result<(), StoreError> {
-        self.customer_keys
-            .insert(customer_ref, schema::encode_keys(time, terms).as_slice())
-            .map_err(StoreError::db)?;
-        Ok(())
-    }
-
-    /// Writes a customer's view record `json` (none for a create, see [`Tables::put_created`]),
+    /// Writes a customer's view record `json` (a create writes none, see [`Tables::add_create`]),
     /// its key record with `terms`, its term changes and its account-number record.
     fn write_view(
         &mut self,
@@ -602,7 +589,12 @@ impl<'tx> Tables<'tx> {
         if let Some(json) = json {
             self.customers.insert(key, json).map_err(StoreError::db)?;
         }
-        self.put_keys(key, new.updated_at_ms, terms)?;
+        self.customer_keys
+            .insert(
+                key,
+                schema::encode_keys(new.updated_at_ms, terms).as_slice(),
+            )
+            .map_err(StoreError::db)?;
         self.change_terms(key, removed, added, new.updated_at_ms)?;
         // A customer known here by its account number is found by it without this record.
         if let Some(acc) = new.account_number.as_deref().filter(|acc| *acc != key) {

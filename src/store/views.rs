@@ -1,9 +1,9 @@
 //! Where a customer's view is read from. A customer has a view record in
-//! [`schema::CUSTOMERS`] once it differs from what its first operation makes: every customer
-//! of a 1010 download, every customer changed here or confirmed by HQ. A customer created here
-//! and not changed since has none: its create, its first and only operation, is its view
-//! (`CustomerView::created_by`). Such a create writes one record fewer, about a quarter of the
-//! bytes a create adds (`docs/performance.md`, step 37).
+//! [`CUSTOMERS`](super::schema::CUSTOMERS) once it differs from what its first operation
+//! makes: every customer of a 1010 download, every customer changed here or confirmed by HQ.
+//! A customer created here and not changed since has none: its create, its first and only
+//! operation, is its view (`CustomerView::created_by`). Such a create writes one record fewer,
+//! about a quarter of the bytes a create adds (`docs/performance.md`, step 37).
 //!
 //! So that the view never goes with its operation, the record is written before the create is
 //! dropped (`Tables::prune`); every other change to the customer writes the record anyway.
