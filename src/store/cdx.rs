@@ -7,6 +7,7 @@ use std::sync::{PoisonError, RwLock};
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
 
+use super::prepare::PreparedNewCustomers;
 use super::schema::{self, decode, encode};
 use super::tables::Tables;
 use super::writer::{CommandError, Outcome, Refusable};
@@ -84,17 +85,89 @@ impl Tables<'_> {
         package: &HeldPackage,
         copies: &[HqCopy],
     ) -> Result<Refusable, StoreError> {
-        // A download is large and its customers come in HQ's order: the search index writes
-        // are collected and applied sorted, a bounded number at a time.
-        for chunk in copies.chunks(APPLY_SORT_CHUNK) {
-            self.defer_terms();
-            for copy in chunk {
-                self.rebase(copy)?;
-            }
-            self.flush_terms()?;
-        }
+        self.apply_copies(copies, APPLY_SORT_CHUNK)?;
         self.hold(JOB_CUSTOMERS, package)?;
         Ok(Ok(Outcome::Synced(copies.len())))
+    }
+
+    /// Applies `copies`, `chunk` at a time; answers how many were written as new customers.
+    ///
+    /// Most of a first download's work does not depend on the store: a thread of its own
+    /// prepares the next chunk as customers new to the store (views encoded, terms computed and
+    /// sorted) while this one writes the last, and the two cores share the apply. A chunk with
+    /// a customer the store knows, and every chunk after it, is applied customer by customer.
+    fn apply_copies(&mut self, copies: &[HqCopy], chunk: usize) -> Result<usize, StoreError> {
+        std::thread::scope(|scope| {
+            // A rendezvous: the thread holds one chunk ready while this one writes another.
+            let (send, receive) = std::sync::mpsc::sync_channel(0);
+            let spawned = std::thread::Builder::new()
+                .name("outpost-cdx-prepare".into())
+                .spawn_scoped(scope, move || {
+                    for copies in copies.chunks(chunk) {
+                        if send.send(PreparedNewCustomers::of(copies)).is_err() {
+                            return;
+                        }
+                    }
+                });
+            // Without the thread there is nothing to receive: every chunk goes the long way.
+            let mut prepared = spawned.is_ok().then_some(receive);
+            let mut written_new = 0;
+            for copies in copies.chunks(chunk) {
+                let new = match prepared.as_ref().map(std::sync::mpsc::Receiver::recv) {
+                    Some(Ok(Ok(Some(new)))) if self.all_new(copies)? => Some(new),
+                    _ => None,
+                };
+                match new {
+                    Some(new) => {
+                        self.put_new_customers(&new)?;
+                        written_new += copies.len();
+                    }
+                    None => {
+                        // Dropping the receiver stops the thread.
+                        prepared = None;
+                        self.rebase_all(copies)?;
+                    }
+                }
+            }
+            Ok(written_new)
+        })
+    }
+
+    /// Rebases each of `copies` in turn, their search index writes held back and applied in
+    /// key order.
+    fn rebase_all(&mut self, copies: &[HqCopy]) -> Result<(), StoreError> {
+        self.defer_terms();
+        for copy in copies {
+            self.rebase(copy)?;
+        }
+        self.flush_terms()
+    }
+
+    /// Whether every one of `copies` is new to the store: [`Tables::rebase`] would give it its
+    /// account number as its reference and find no view there.
+    fn all_new(&self, copies: &[HqCopy]) -> Result<bool, StoreError> {
+        for copy in copies {
+            if let Some(r) = &copy.origin_ref
+                && self.has_customer(r)?
+            {
+                return Ok(false);
+            }
+            let account = copy.account_number.as_str();
+            if self
+                .accounts
+                .get(account)
+                .map_err(StoreError::db)?
+                .is_some()
+                || self
+                    .customers
+                    .get(account)
+                    .map_err(StoreError::db)?
+                    .is_some()
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Makes HQ's copy the customer's base and rebuilds the view on top of it: one record per
@@ -323,5 +396,143 @@ impl Store {
             }
         }
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::NewCustomer;
+    use crate::hq::wire::HqCustomerRecord;
+    use crate::store::StoreOptions;
+    use crate::sync::cdx::copy_from_wire;
+
+    const STORE: &str = "S0001";
+    const NOW: i64 = 1_796_000_000_000;
+
+    /// HQ's copy of customer `i`, created at `origin` (this store's reference) if given.
+    fn copy(i: usize, origin: Option<&str>) -> HqCopy {
+        let names = ["Mari", "Õie", "Jaan", "Tiit", "Malle"];
+        let record = HqCustomerRecord {
+            account_number: format!("C{i}"),
+            origin_store_id: origin.map(|_| STORE.to_string()),
+            origin_customer_ref: origin.map(str::to_string),
+            fields: NewCustomer {
+                first_name: names[i % names.len()].into(),
+                last_name: format!("Tamm{}", i % 7),
+                email: Some(format!("c{i}@example.ee")),
+                phone: Some(format!("+372 5{:06}", i * 7919 % 1_000_000)),
+                customer_group: Some("RETAIL".into()),
+                language: None,
+            },
+            addresses: Vec::new(),
+            contacts: Vec::new(),
+            affiliations: Vec::new(),
+            attributes: Vec::new(),
+            version: i as u64,
+        };
+        copy_from_wire(record, STORE, NOW + i as i64)
+    }
+
+    /// Every row of the tables a download writes, after `before` and then `copies` were
+    /// applied (`chunk` at a time, or each customer in turn when `chunk` is `None`), and how
+    /// many customers went in as new ones.
+    fn after(before: &[HqCopy], copies: &[HqCopy], chunk: Option<usize>) -> (Vec<String>, usize) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store =
+            Store::open(&dir.path().join("s.redb"), &StoreOptions::new(8 << 20)).expect("store");
+        let tx = store.begin_write().expect("write");
+        let written_new = {
+            let mut tables = Tables::open(&tx).expect("tables");
+            tables.rebase_all(before).expect("before");
+            match chunk {
+                Some(chunk) => tables.apply_copies(copies, chunk).expect("applied"),
+                None => tables.rebase_all(copies).map(|()| 0).expect("applied"),
+            }
+        };
+        tx.commit().expect("commit");
+        let tx = store.begin_read().expect("read");
+        let mut rows = Vec::new();
+        for table in [
+            schema::CUSTOMERS,
+            schema::CUSTOMER_KEYS,
+            schema::CUSTOMER_BASES,
+        ] {
+            let table = tx.open_table(table).expect("table");
+            for row in table.iter().expect("rows") {
+                let (k, v) = row.expect("row");
+                rows.push(format!("{} {:?}", k.value(), v.value()));
+            }
+        }
+        let search = tx.open_table(schema::SEARCH).expect("search");
+        for row in search.iter().expect("rows") {
+            let (k, v) = row.expect("row");
+            rows.push(format!("search {:?} {}", k.value(), v.value()));
+        }
+        let accounts = tx.open_table(schema::ACCOUNTS).expect("accounts");
+        for row in accounts.iter().expect("rows") {
+            let (k, v) = row.expect("row");
+            rows.push(format!("account {} {}", k.value(), v.value()));
+        }
+        (rows, written_new)
+    }
+
+    #[test]
+    fn a_first_download_written_as_new_customers_is_what_rebasing_each_writes() {
+        // Four chunks; later chunks' terms fall between earlier ones'.
+        let copies: Vec<HqCopy> = (1..=250).map(|i| copy(i, None)).collect();
+        let (each, _) = after(&[], &copies, None);
+        let (chunked, written_new) = after(&[], &copies, Some(64));
+        assert_eq!(written_new, 250);
+        assert_eq!(chunked.len(), each.len());
+        assert_eq!(chunked, each);
+        assert!(
+            each.iter()
+                .any(|r| r.starts_with("search (\"c250@example.ee\""))
+        );
+    }
+
+    #[test]
+    fn a_chunk_with_a_known_customer_is_rebased_and_so_is_the_rest() {
+        let before = [copy(150, None), copy(7, None)];
+        let mut copies: Vec<HqCopy> = (1..=250).map(|i| copy(i, None)).collect();
+        // HQ's copy of a customer known here changed: its terms are replaced, not added to.
+        copies[149].view.fields.last_name = "Kask".into();
+        let (each, _) = after(&before, &copies, None);
+        let (chunked, written_new) = after(&before, &copies, Some(64));
+        // C7 is in the first chunk.
+        assert_eq!(written_new, 0);
+        assert_eq!(chunked, each);
+        let before = [copy(150, None)];
+        let (each, _) = after(&before, &copies, None);
+        let (chunked, written_new) = after(&before, &copies, Some(64));
+        // C150 is in the third chunk (C1..C64, C65..C128, C129..C192).
+        assert_eq!(written_new, 128);
+        assert_eq!(chunked, each);
+        assert!(
+            !each
+                .iter()
+                .any(|r| r.contains("tamm3") && r.contains("\"C150\""))
+        );
+    }
+
+    #[test]
+    fn a_customer_made_here_or_given_twice_is_not_written_as_new() {
+        let before = [copy(9000, None)];
+        let mut copies: Vec<HqCopy> = (1..=100).map(|i| copy(i, None)).collect();
+        // HQ's copy of a customer this store created (here under reference C9000).
+        copies[3] = copy(4, Some("C9000"));
+        let (each, _) = after(&before, &copies, None);
+        let (chunked, written_new) = after(&before, &copies, Some(64));
+        assert_eq!(written_new, 0);
+        assert_eq!(chunked, each);
+        // The same account twice in one chunk: the second is a change of the first.
+        let mut copies: Vec<HqCopy> = (1..=100).map(|i| copy(i, None)).collect();
+        copies[90] = copy(70, None);
+        copies[90].view.fields.first_name = "Teine".into();
+        let (each, _) = after(&[], &copies, None);
+        let (chunked, written_new) = after(&[], &copies, Some(64));
+        assert_eq!(written_new, 64);
+        assert_eq!(chunked, each);
     }
 }

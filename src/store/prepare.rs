@@ -1,16 +1,24 @@
-//! What a caller works out for a new customer before the writer takes the create.
+//! What a write needs that does not depend on the store, worked out beside the writer.
 //!
 //! The writer is the store's one serial stage: every till's write waits for it. A create's
 //! payload, as its operation record holds it, and the new customer's search terms depend on
 //! the till's fields alone, so the caller computes them on its own thread, beside the writer
 //! (`WriterHandle::execute`). The writer adds only what it assigns: the sequence number and
 //! reference, the operation's id and time.
+//!
+//! A 1010 download's customers are prepared the same way, a chunk at a time on a thread of
+//! their own, as the records they get if they are new to the store (`Tables::apply_customers`
+//! checks that they are, and applies a chunk that is not customer by customer).
+
+use std::cmp::Ordering;
 
 use serde_json::value::RawValue;
 
 use super::StoreError;
+use super::cdx::HqCopy;
 use super::op_record::OpRecord;
-use crate::domain::search::{add_reference, new_customer_terms};
+use super::schema::{self, CustomerRef, encode};
+use crate::domain::search::{add_reference, new_customer_terms, term_head, terms};
 use crate::domain::{NewCustomer, OpState, OperationId, Payload};
 
 /// A customer create's parts that do not depend on the store.
@@ -70,6 +78,126 @@ impl PreparedCreate {
             terms,
         }
     }
+}
+
+/// Customers of a 1010 download as they are written if none of them is known to the store:
+/// each one's reference is its account number and its view is HQ's copy.
+pub(crate) struct PreparedNewCustomers {
+    /// Each customer's records, in the tables' key order of references.
+    pub customers: Vec<NewCustomerRecords>,
+    /// Every customer's search terms, in the search index's key order.
+    terms: Vec<NewTerm>,
+    /// The terms' bytes, one after another.
+    term_bytes: String,
+}
+
+/// The records of a customer new to the store.
+pub(crate) struct NewCustomerRecords {
+    /// The customer's reference (its account number).
+    pub key: String,
+    /// Its view record.
+    pub view: Vec<u8>,
+    /// Its key record.
+    pub keys: Vec<u8>,
+    /// Its time of change (its search index entries' value).
+    pub updated_at_ms: i64,
+}
+
+/// A search term of a customer new to the store (a download holds millions: kept small).
+struct NewTerm {
+    /// [`term_head`] of the term: compared first when the terms are sorted.
+    head: u64,
+    /// Where the term starts in [`PreparedNewCustomers::term_bytes`].
+    start: u32,
+    /// Its length (at most `search::MAX_TERM_LEN`).
+    len: u8,
+    /// The customer's place in [`PreparedNewCustomers::customers`].
+    customer: u32,
+}
+
+impl PreparedNewCustomers {
+    /// Prepares `copies`; `None` if two of them share an account number (the second is then a
+    /// change of the first, not a new customer).
+    pub fn of(copies: &[HqCopy]) -> Result<Option<Self>, StoreError> {
+        let mut prepared = Vec::with_capacity(copies.len());
+        for copy in copies {
+            let mut view = copy.view.clone();
+            view.customer_ref.clone_from(&copy.account_number);
+            view.account_number = Some(copy.account_number.clone());
+            let terms = terms(&view);
+            let mut json = encode(&view)?;
+            json.shrink_to_fit();
+            let records = NewCustomerRecords {
+                keys: schema::encode_keys(view.updated_at_ms, &terms),
+                view: json,
+                updated_at_ms: view.updated_at_ms,
+                key: view.customer_ref,
+            };
+            prepared.push((records, terms));
+        }
+        prepared.sort_unstable_by(|a, b| ref_order(&a.0.key, &b.0.key));
+        if prepared.windows(2).any(|w| w[0].0.key == w[1].0.key) {
+            return Ok(None);
+        }
+        let too_long = || StoreError::Encoding("a download chunk too long to prepare".into());
+        let count = prepared.iter().map(|(_, terms)| terms.len()).sum();
+        let mut entries = Vec::with_capacity(count);
+        let mut term_bytes = String::new();
+        let mut customers = Vec::with_capacity(prepared.len());
+        for (at, (records, terms)) in prepared.into_iter().enumerate() {
+            let customer = u32::try_from(at).map_err(|_| too_long())?;
+            for term in terms {
+                entries.push(NewTerm {
+                    head: term_head(&term),
+                    start: u32::try_from(term_bytes.len()).map_err(|_| too_long())?,
+                    len: u8::try_from(term.len()).map_err(|_| too_long())?,
+                    customer,
+                });
+                term_bytes.push_str(&term);
+            }
+            customers.push(records);
+        }
+        let mut prepared = PreparedNewCustomers {
+            customers,
+            terms: Vec::new(),
+            term_bytes,
+        };
+        // No two entries are equal: a customer's terms are distinct, and so are the customers.
+        entries.sort_unstable_by(|a, b| {
+            let key = |t: &NewTerm| (t.head, prepared.term(t), prepared.key(t));
+            key(a).cmp(&key(b))
+        });
+        prepared.terms = entries;
+        Ok(Some(prepared))
+    }
+
+    /// The search index entries: (term, customer) and the customer's time of change, in key
+    /// order.
+    pub fn index_entries(&self) -> impl Iterator<Item = ((&str, &str), i64)> {
+        self.terms.iter().map(|t| {
+            let customer = &self.customers[t.customer as usize];
+            (
+                (self.term(t), customer.key.as_str()),
+                customer.updated_at_ms,
+            )
+        })
+    }
+
+    fn term(&self, t: &NewTerm) -> &str {
+        let start = t.start as usize;
+        self.term_bytes
+            .get(start..start + usize::from(t.len))
+            .unwrap_or_default()
+    }
+
+    fn key(&self, t: &NewTerm) -> &str {
+        self.customers[t.customer as usize].key.as_str()
+    }
+}
+
+/// The order of customer references in the tables keyed by them (digit runs as numbers).
+fn ref_order(a: &str, b: &str) -> Ordering {
+    <CustomerRef as redb::Key>::compare(a.as_bytes(), b.as_bytes())
 }
 
 #[cfg(test)]

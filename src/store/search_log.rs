@@ -85,11 +85,8 @@ type Key<'a> = (u64, &'a str, &'a str);
 
 impl Entry {
     fn new(term: Box<str>, customer: Arc<str>, added: bool, updated_at_ms: i64) -> Entry {
-        let mut head = [0u8; 8];
-        let n = term.len().min(8);
-        head[..n].copy_from_slice(&term.as_bytes()[..n]);
         Entry {
-            term_head: u64::from_be_bytes(head),
+            term_head: search::term_head(&term),
             term,
             customer,
             added,

@@ -7,7 +7,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::StoreError;
 use super::op_record::OpRecord;
-use super::prepare::AssignedCreate;
+use super::prepare::{AssignedCreate, PreparedNewCustomers};
 use super::schema::{self, CustomerRef, decode, encode};
 use crate::domain::operation::OpError;
 use crate::domain::search;
@@ -137,6 +137,43 @@ impl<'tx> Tables<'tx> {
         insert_sorted(&mut self.customer_ops, &customer_ops)?;
         insert_sorted(&mut self.customer_keys, &keys)?;
         Ok(())
+    }
+
+    /// Writes customers new to the store (`Tables::apply_customers` checked that they are): their
+    /// view records, key records and search terms, each table's rows as one sorted run. The
+    /// terms go straight into the main index, as a bulk apply's held-back terms do.
+    ///
+    /// The views and key records go in on a second thread while this one writes the terms:
+    /// redb lets separate tables of one write transaction be written from separate threads, and
+    /// the terms alone take most of the time.
+    pub fn put_new_customers(&mut self, new: &PreparedNewCustomers) -> Result<(), StoreError> {
+        let terms: Vec<((&str, &str), Option<i64>)> = new
+            .index_entries()
+            .map(|(key, time)| (key, Some(time)))
+            .collect();
+        self.wrote_index |= !terms.is_empty();
+        let (customers, customer_keys) = (&mut self.customers, &mut self.customer_keys);
+        let search = &mut self.search;
+        let (terms, records) = std::thread::scope(|scope| {
+            let records = std::thread::Builder::new()
+                .name("outpost-cdx-views".into())
+                .spawn_scoped(scope, move || {
+                    put_new_records(customers, customer_keys, new)
+                });
+            let terms = write_terms_sorted(search, &terms);
+            let records = records.ok().map(|thread| {
+                thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            });
+            (terms, records)
+        });
+        terms?;
+        match records {
+            Some(records) => records,
+            // No thread to be had: the same writes, after the terms.
+            None => put_new_records(&mut self.customers, &mut self.customer_keys, new),
+        }
     }
 
     /// The term changes for the search terms log, taken out of the transaction's tables.
@@ -602,6 +639,26 @@ impl<'tx> Tables<'tx> {
         }
         Ok(())
     }
+}
+
+/// Writes the view records and key records of customers new to the store.
+fn put_new_records(
+    customers: &mut Table<'_, CustomerRef, &'static [u8]>,
+    customer_keys: &mut Table<'_, CustomerRef, &'static [u8]>,
+    new: &PreparedNewCustomers,
+) -> Result<(), StoreError> {
+    let views: Vec<(&str, &[u8])> = new
+        .customers
+        .iter()
+        .map(|c| (c.key.as_str(), c.view.as_slice()))
+        .collect();
+    insert_sorted(customers, &views)?;
+    let keys: Vec<(&str, &[u8])> = new
+        .customers
+        .iter()
+        .map(|c| (c.key.as_str(), c.keys.as_slice()))
+        .collect();
+    insert_sorted(customer_keys, &keys)
 }
 
 /// Applies search index writes given in key order (for one key, in the order they were made):
