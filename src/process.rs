@@ -61,6 +61,30 @@ fn disable_transparent_huge_pages() {
 #[cfg(not(target_os = "linux"))]
 fn disable_transparent_huge_pages() {}
 
+/// The nice value of a helper thread of the writer ([`yield_to_the_writer`]).
+pub const HELPER_NICE: libc::c_int = 10;
+
+/// Lowers the calling thread's priority to [`HELPER_NICE`]: a helper that works beside the
+/// writer (preparing a download's next chunk, writing its views) must not take the core the
+/// writer waits for, and has time to spare. A kernel that refuses leaves the thread as it is:
+/// a cost in speed only.
+#[cfg(target_os = "linux")]
+pub fn yield_to_the_writer() {
+    // SAFETY: `gettid` has no preconditions; `setpriority` with `PRIO_PROCESS` and a thread id
+    // sets that one thread's nice value.
+    let _ = unsafe {
+        libc::setpriority(
+            libc::PRIO_PROCESS,
+            libc::gettid() as libc::id_t,
+            HELPER_NICE,
+        )
+    };
+}
+
+/// Lowers the calling thread's priority (not on this system).
+#[cfg(not(target_os = "linux"))]
+pub fn yield_to_the_writer() {}
+
 /// Most threads in the async runtime's blocking pool (store reads, backups, opening and closing
 /// the store). Store reads are bounded apart (`store.max_concurrent_reads`), but tokio starts a
 /// new thread whenever no idle one is ready at that instant: under 64 tills searching, the pool

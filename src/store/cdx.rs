@@ -4,10 +4,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{PoisonError, RwLock};
 
-use redb::ReadableTable;
+use redb::{ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
-use super::prepare::PreparedNewCustomers;
+use super::prepare::{PreparedNewCustomers, ref_order};
 use super::schema::{self, decode, encode};
 use super::tables::Tables;
 use super::writer::{CommandError, Outcome, Refusable};
@@ -28,6 +28,24 @@ pub const JOB_GLOBAL: u32 = 1110;
 /// Customers of a 1010 download whose search index writes are sorted and applied together
 /// (bounds the memory held: about 8 terms per customer).
 const APPLY_SORT_CHUNK: usize = 100_000;
+
+/// `copies` in chunks of `chunk`, but for the first few, which grow from an eighth of it by
+/// doubling: the writer waits for the first chunk to be prepared, and the preparer (about
+/// twice as fast as the writer) keeps one chunk ahead from then on.
+fn ramped_chunks(copies: &[HqCopy], chunk: usize) -> impl Iterator<Item = &[HqCopy]> {
+    let chunk = chunk.max(1);
+    let mut rest = copies;
+    let mut next = (chunk / 8).max(1);
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (this, after) = rest.split_at(next.min(rest.len()));
+        rest = after;
+        next = (next * 2).min(chunk);
+        Some(this)
+    })
+}
 
 /// A package as held in the store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,7 +121,8 @@ impl Tables<'_> {
             let spawned = std::thread::Builder::new()
                 .name("outpost-cdx-prepare".into())
                 .spawn_scoped(scope, move || {
-                    for copies in copies.chunks(chunk) {
+                    crate::process::yield_to_the_writer();
+                    for copies in ramped_chunks(copies, chunk) {
                         if send.send(PreparedNewCustomers::of(copies)).is_err() {
                             return;
                         }
@@ -112,9 +131,9 @@ impl Tables<'_> {
             // Without the thread there is nothing to receive: every chunk goes the long way.
             let mut prepared = spawned.is_ok().then_some(receive);
             let mut written_new = 0;
-            for copies in copies.chunks(chunk) {
+            for copies in ramped_chunks(copies, chunk) {
                 let new = match prepared.as_ref().map(std::sync::mpsc::Receiver::recv) {
-                    Some(Ok(Ok(Some(new)))) if self.all_new(copies)? => Some(new),
+                    Some(Ok(Ok(Some(new)))) if self.all_new(copies, &new)? => Some(new),
                     _ => None,
                 };
                 match new {
@@ -143,27 +162,57 @@ impl Tables<'_> {
         self.flush_terms()
     }
 
-    /// Whether every one of `copies` is new to the store: [`Tables::rebase`] would give it its
-    /// account number as its reference and find no view there.
-    fn all_new(&self, copies: &[HqCopy]) -> Result<bool, StoreError> {
+    /// Whether every one of `copies` (prepared as `new`) is new to the store:
+    /// [`Tables::rebase`] would give it its account number as its reference and find no view
+    /// there.
+    fn all_new(&self, copies: &[HqCopy], new: &PreparedNewCustomers) -> Result<bool, StoreError> {
+        // Only a customer made at this store comes with its reference here.
         for copy in copies {
             if let Some(r) = &copy.origin_ref
                 && self.has_customer(r)?
             {
                 return Ok(false);
             }
-            let account = copy.account_number.as_str();
-            if self
-                .accounts
-                .get(account)
-                .map_err(StoreError::db)?
-                .is_some()
-                || self
-                    .customers
+        }
+        // Only a customer known here by another reference has an account record.
+        if !self.accounts.is_empty().map_err(StoreError::db)? {
+            for copy in copies {
+                let account = copy.account_number.as_str();
+                if self
+                    .accounts
                     .get(account)
                     .map_err(StoreError::db)?
                     .is_some()
-            {
+                {
+                    return Ok(false);
+                }
+            }
+        }
+        // The views under the chunk's references: one walk of the range they span (a download
+        // into new ground finds it empty), unless it holds more views than the chunk has
+        // customers; then a look-up each.
+        let (Some(first), Some(last)) = (new.customers.first(), new.customers.last()) else {
+            return Ok(true);
+        };
+        let mut keys = new.customers.iter().map(|c| c.key.as_str()).peekable();
+        let range = self
+            .customers
+            .range(first.key.as_str()..=last.key.as_str())
+            .map_err(StoreError::db)?;
+        for (walked, entry) in range.enumerate() {
+            if walked == new.customers.len() {
+                for c in &new.customers {
+                    let view = self.customers.get(c.key.as_str()).map_err(StoreError::db)?;
+                    if view.is_some() {
+                        return Ok(false);
+                    }
+                }
+                return Ok(true);
+            }
+            let (held, _) = entry.map_err(StoreError::db)?;
+            let held = held.value();
+            while keys.next_if(|k| ref_order(k, held).is_lt()).is_some() {}
+            if keys.peek() == Some(&held) {
                 return Ok(false);
             }
         }
@@ -479,7 +528,7 @@ mod tests {
 
     #[test]
     fn a_first_download_written_as_new_customers_is_what_rebasing_each_writes() {
-        // Four chunks; later chunks' terms fall between earlier ones'.
+        // Chunks of 8, 16, 32, then 64: later chunks' terms fall between earlier ones'.
         let copies: Vec<HqCopy> = (1..=250).map(|i| copy(i, None)).collect();
         let (each, _) = after(&[], &copies, None);
         let (chunked, written_new) = after(&[], &copies, Some(64));
@@ -493,7 +542,7 @@ mod tests {
     }
 
     #[test]
-    fn a_chunk_with_a_known_customer_is_rebased_and_so_is_the_rest() {
+    fn a_chunk_with_a_known_customer_is_rebased_and_so_are_the_rest() {
         let before = [copy(150, None), copy(7, None)];
         let mut copies: Vec<HqCopy> = (1..=250).map(|i| copy(i, None)).collect();
         // HQ's copy of a customer known here changed: its terms are replaced, not added to.
@@ -506,14 +555,35 @@ mod tests {
         let before = [copy(150, None)];
         let (each, _) = after(&before, &copies, None);
         let (chunked, written_new) = after(&before, &copies, Some(64));
-        // C150 is in the third chunk (C1..C64, C65..C128, C129..C192).
-        assert_eq!(written_new, 128);
+        // Chunks C1..C8, C9..C24, C25..C56, C57..C120, C121..C184: C150 is in the fifth.
+        assert_eq!(written_new, 120);
         assert_eq!(chunked, each);
         assert!(
             !each
                 .iter()
                 .any(|r| r.contains("tamm3") && r.contains("\"C150\""))
         );
+    }
+
+    #[test]
+    fn a_chunk_whose_references_span_many_views_is_checked_one_by_one() {
+        // Twenty customers whose references sort between C3 and C4: more views in the first
+        // chunk's range (C1..C8) than it has customers.
+        let mut before: Vec<HqCopy> = (0..20).map(|j| copy(9000 + j, None)).collect();
+        for (j, c) in before.iter_mut().enumerate() {
+            c.account_number = format!("C3-{j}");
+        }
+        let copies: Vec<HqCopy> = (1..=100).map(|i| copy(i, None)).collect();
+        let (each, _) = after(&before, &copies, None);
+        let (chunked, written_new) = after(&before, &copies, Some(64));
+        assert_eq!(written_new, 100);
+        assert_eq!(chunked, each);
+        // And one of them is a customer of the download.
+        before[7].account_number = "C5".into();
+        let (each, _) = after(&before, &copies, None);
+        let (chunked, written_new) = after(&before, &copies, Some(64));
+        assert_eq!(written_new, 0);
+        assert_eq!(chunked, each);
     }
 
     #[test]
@@ -526,13 +596,23 @@ mod tests {
         let (chunked, written_new) = after(&before, &copies, Some(64));
         assert_eq!(written_new, 0);
         assert_eq!(chunked, each);
+        // A customer made here and confirmed: known by its account number, under another
+        // reference.
+        let before = [copy(9000, None), copy(4, Some("C9000"))];
+        let copies: Vec<HqCopy> = (1..=100).map(|i| copy(i, None)).collect();
+        let (each, _) = after(&before, &copies, None);
+        let (chunked, written_new) = after(&before, &copies, Some(64));
+        assert_eq!(written_new, 0);
+        assert_eq!(chunked, each);
+        assert!(each.iter().any(|r| r == "account C4 C9000"));
         // The same account twice in one chunk: the second is a change of the first.
         let mut copies: Vec<HqCopy> = (1..=100).map(|i| copy(i, None)).collect();
         copies[90] = copy(70, None);
         copies[90].view.fields.first_name = "Teine".into();
         let (each, _) = after(&[], &copies, None);
         let (chunked, written_new) = after(&[], &copies, Some(64));
-        assert_eq!(written_new, 64);
+        // Both are in the fourth chunk, C57..C120.
+        assert_eq!(written_new, 56);
         assert_eq!(chunked, each);
     }
 }

@@ -196,7 +196,7 @@ impl PreparedNewCustomers {
 }
 
 /// The order of customer references in the tables keyed by them (digit runs as numbers).
-fn ref_order(a: &str, b: &str) -> Ordering {
+pub(crate) fn ref_order(a: &str, b: &str) -> Ordering {
     <CustomerRef as redb::Key>::compare(a.as_bytes(), b.as_bytes())
 }
 
