@@ -158,6 +158,7 @@ impl<'tx> Tables<'tx> {
             let records = std::thread::Builder::new()
                 .name("outpost-cdx-views".into())
                 .spawn_scoped(scope, move || {
+                    crate::process::yield_to_the_writer();
                     put_new_records(customers, customer_keys, new)
                 });
             let terms = write_terms_sorted(search, &terms);
