@@ -7,8 +7,8 @@ use std::sync::{PoisonError, RwLock};
 use redb::{ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize};
 
-use super::prepare::{PreparedNewCustomers, ref_order};
-use super::schema::{self, decode, encode};
+use super::prepare::PreparedNewCustomers;
+use super::schema::{self, decode, encode, numeric_order};
 use super::tables::Tables;
 use super::writer::{CommandError, Outcome, Refusable};
 use super::{Store, StoreError};
@@ -212,7 +212,10 @@ impl Tables<'_> {
             }
             let (held, _) = entry.map_err(StoreError::db)?;
             let held = held.value();
-            while keys.next_if(|k| ref_order(k, held).is_lt()).is_some() {}
+            while keys
+                .next_if(|k| numeric_order(k.as_bytes(), held.as_bytes()).is_lt())
+                .is_some()
+            {}
             if keys.peek() == Some(&held) {
                 return Ok(false);
             }

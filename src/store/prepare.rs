@@ -10,14 +10,12 @@
 //! their own, as the records they get if they are new to the store (`Tables::apply_customers`
 //! checks that they are, and applies a chunk that is not customer by customer).
 
-use std::cmp::Ordering;
-
 use serde_json::value::RawValue;
 
 use super::StoreError;
 use super::cdx::HqCopy;
 use super::op_record::OpRecord;
-use super::schema::{self, CustomerRef, encode};
+use super::schema::{self, encode, numeric_order};
 use crate::domain::search::{add_reference, new_customer_terms, term_head, terms};
 use crate::domain::{NewCustomer, OpState, OperationId, Payload};
 
@@ -135,7 +133,7 @@ impl PreparedNewCustomers {
             };
             prepared.push((records, terms));
         }
-        prepared.sort_unstable_by(|a, b| ref_order(&a.0.key, &b.0.key));
+        prepared.sort_unstable_by(|a, b| numeric_order(a.0.key.as_bytes(), b.0.key.as_bytes()));
         if prepared.windows(2).any(|w| w[0].0.key == w[1].0.key) {
             return Ok(None);
         }
@@ -193,11 +191,6 @@ impl PreparedNewCustomers {
     fn key(&self, t: &NewTerm) -> &str {
         self.customers[t.customer as usize].key.as_str()
     }
-}
-
-/// The order of customer references in the tables keyed by them (digit runs as numbers).
-pub(crate) fn ref_order(a: &str, b: &str) -> Ordering {
-    <CustomerRef as redb::Key>::compare(a.as_bytes(), b.as_bytes())
 }
 
 #[cfg(test)]

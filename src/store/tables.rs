@@ -130,8 +130,7 @@ impl<'tx> Tables<'tx> {
             .map(|(customer, _, keys)| (customer.as_str(), keys.as_slice()))
             .collect();
         // In the tables' own order of references (digit runs as numbers).
-        let order =
-            |a: &str, b: &str| <CustomerRef as redb::Key>::compare(a.as_bytes(), b.as_bytes());
+        let order = |a: &str, b: &str| schema::numeric_order(a.as_bytes(), b.as_bytes());
         customer_ops.sort_by(|a, b| order(a.0.0, b.0.0).then(a.0.1.cmp(&b.0.1)));
         keys.sort_by(|a, b| order(a.0, b.0));
         insert_sorted(&mut self.customer_ops, &customer_ops)?;
