@@ -282,30 +282,22 @@ fn scan_prefix(conn: &Connection, prefix: &str, cap: usize, found: &mut Vec<(Str
     found.extend(rows.map(|r| r.expect("ref")));
 }
 
-/// The node's `pairs_matching` over SQLite: one seek per distinct first word.
-fn pairs_matching(conn: &Connection, first: &str, second: &str) -> Option<Vec<(String, i64)>> {
-    let first_words = search::pair_first_prefix(first);
-    let mut seek = first_words.clone();
-    let mut out = Vec::new();
+/// The node's `pairs_matching` over SQLite: one seek per distinct first word of the term
+/// that begins fewer (`search::pair_plan`), then one range per word.
+fn pairs_matching(conn: &Connection, a: &str, b: &str) -> Option<Vec<(String, i64)>> {
     let mut next = conn
         .prepare_cached("SELECT term FROM terms WHERE term >= ?1 ORDER BY term LIMIT 1")
         .expect("prepare seek");
-    for _ in 0..=MAX_PAIR_FIRST_WORDS {
-        let term: Option<String> = next
-            .query_row(params![seek], |r| r.get(0))
-            .optional()
-            .expect("seek");
-        let Some(word) = term
-            .filter(|t| t.starts_with(&first_words))
-            .and_then(|t| search::pair_first_word(&t).map(str::to_string))
-        else {
-            return Some(out);
-        };
+    let plan = search::pair_plan(a, b, MAX_PAIR_FIRST_WORDS, |seek| {
+        next.query_row(params![seek], |r| r.get(0)).optional()
+    })
+    .expect("seek")?;
+    let mut out = Vec::new();
+    for word in &plan.first_words {
         let room = CANDIDATE_CAP.saturating_sub(out.len());
-        scan_prefix(conn, &search::pair_term(&word, second), room, &mut out);
-        seek = search::after_pairs_of(&word);
+        scan_prefix(conn, &search::pair_term(word, plan.second), room, &mut out);
     }
-    None
+    Some(out)
 }
 
 /// As the node's `Store::search`: the same candidates from the same index ranges (name pairs
@@ -336,8 +328,7 @@ pub fn search(conn: &Connection, q: &str, limit: usize) -> Vec<Found> {
             checked.push((record.updated_at_ms, r.clone()));
         }
     }
-    let mut ranked = search::rank(checked, proven, &unproven);
-    ranked.truncate(limit);
+    let ranked = search::rank(checked, proven, &unproven).take(limit);
     let mut body = conn
         .prepare_cached("SELECT body FROM customers WHERE ref = ?1")
         .expect("prepare body");
@@ -373,7 +364,7 @@ fn pair_candidates(conn: &Connection, terms: &[String]) -> Option<Candidates> {
     let [long, short, ..] = by_length[..] else {
         return None;
     };
-    let pairs = pairs_matching(conn, short, long).or_else(|| pairs_matching(conn, long, short))?;
+    let pairs = pairs_matching(conn, short, long)?;
     let (proven, mut unproven) = if terms.len() == 2 {
         (pairs, Vec::new())
     } else {

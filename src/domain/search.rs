@@ -6,6 +6,9 @@
 //! every Tamm…; every other term (e-mail, phone digits, reference, account number) is a plain
 //! term. A query term matches a plain term by prefix, and a pair by the pair's first word.
 
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+
 use super::view::CustomerView;
 use super::{Contact, ContactKind, NewCustomer};
 
@@ -284,21 +287,120 @@ pub fn query_terms(q: &str) -> Vec<String> {
 /// customers an index range proved to match, with the time its entry holds, each taken once at
 /// its latest time and left out when it is among `unproven` (sorted; those were checked, and
 /// their check rules).
+///
+/// Lazy: a search reads twenty results of what may be thousands of candidates, so they are
+/// put in a heap (linear) and taken off it one by one, never sorted whole.
 pub fn rank(
     mut checked: Vec<(i64, String)>,
-    mut proven: Vec<(String, i64)>,
+    proven: Vec<(String, i64)>,
     unproven: &[String],
-) -> Vec<(i64, String)> {
-    proven.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-    proven.dedup_by(|later, first| later.0 == first.0);
+) -> impl Iterator<Item = (i64, String)> {
     checked.extend(
         proven
             .into_iter()
             .filter(|(r, _)| unproven.binary_search(r).is_err())
             .map(|(r, time)| (time, r)),
     );
-    checked.sort_unstable_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    checked
+    // Newest first; on a tie the smaller reference first.
+    let mut heap: BinaryHeap<(i64, Reverse<String>)> = checked
+        .into_iter()
+        .map(|(time, r)| (time, Reverse(r)))
+        .collect();
+    // A customer proven by several entries comes off first at its latest time.
+    let mut taken: HashSet<String> = HashSet::new();
+    std::iter::from_fn(move || {
+        while let Some((time, Reverse(r))) = heap.pop() {
+            if !taken.contains(&r) {
+                taken.insert(r.clone());
+                return Some((time, r));
+            }
+        }
+        None
+    })
+}
+
+/// How a search of two name terms reads the pairs: each of `first_words` (the distinct first
+/// words of pairs that begin one term) paired with `second`, the other term. One range each.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PairPlan<'q> {
+    /// The distinct first words of name pairs that begin the driving term, in index order.
+    pub first_words: Vec<String>,
+    /// The other term: the prefix of the second word of every pair read.
+    pub second: &'q str,
+}
+
+/// The pair plan of terms `a` and `b` that reads fewer ranges: the distinct first words of
+/// pairs beginning `a` and those beginning `b` are listed in step, one index seek each
+/// (`next_term(seek)`: the index's first term at or after `seek`), until one term has no
+/// more; `a` wins a tie. `None` when both begin more than `max` words.
+///
+/// In step because either term may begin thousands of words ("ma" before "Mari Tamm") while
+/// the other begins one: listing one term to its end first costs up to `max` seeks for nothing.
+pub fn pair_plan<'q, E>(
+    a: &'q str,
+    b: &'q str,
+    max: usize,
+    mut next_term: impl FnMut(&str) -> Result<Option<String>, E>,
+) -> Result<Option<PairPlan<'q>>, E> {
+    let mut walks = [FirstWords::new(a, b), FirstWords::new(b, a)];
+    loop {
+        for walk in &mut walks {
+            if walk.words.len() > max {
+                continue;
+            }
+            if !walk.step(&mut next_term)? {
+                return Ok(Some(PairPlan {
+                    first_words: std::mem::take(&mut walk.words),
+                    second: walk.second,
+                }));
+            }
+        }
+        if walks.iter().all(|w| w.words.len() > max) {
+            return Ok(None);
+        }
+    }
+}
+
+/// The listing of one term's pair first words, for [`pair_plan`].
+struct FirstWords<'q> {
+    /// Every pair whose first word begins the term starts with this.
+    prefix: String,
+    /// Where the next word's pairs begin.
+    seek: String,
+    words: Vec<String>,
+    second: &'q str,
+}
+
+impl<'q> FirstWords<'q> {
+    fn new(term: &str, second: &'q str) -> Self {
+        let prefix = pair_first_prefix(term);
+        FirstWords {
+            seek: prefix.clone(),
+            prefix,
+            words: Vec::new(),
+            second,
+        }
+    }
+
+    /// Finds the next word; `false` when there is none.
+    fn step<E>(
+        &mut self,
+        next_term: &mut impl FnMut(&str) -> Result<Option<String>, E>,
+    ) -> Result<bool, E> {
+        let Some(term) = next_term(&self.seek)? else {
+            return Ok(false);
+        };
+        let word = term
+            .starts_with(&self.prefix)
+            .then(|| pair_first_word(&term))
+            .flatten();
+        let Some(word) = word else {
+            return Ok(false);
+        };
+        self.seek = after_pairs_of(word);
+        self.words.push(word.to_string());
+        Ok(true)
+    }
 }
 
 #[cfg(test)]
@@ -376,11 +478,76 @@ mod tests {
         // C1 twice (two of its terms matched), C3 proven but checked and refused, C5 a tie.
         let proven = vec![(s("C1"), 3), (s("C3"), 99), (s("C1"), 7), (s("C5"), 7)];
         let unproven = vec![s("C2"), s("C3"), s("C4")];
-        let ranked = rank(checked, proven, &unproven);
+        let ranked: Vec<_> = rank(checked, proven, &unproven).collect();
         assert_eq!(
             ranked,
             vec![(9, s("C4")), (7, s("C1")), (7, s("C5")), (5, s("C2"))]
         );
+    }
+
+    /// An index of these customers' name terms, and a `next_term` over it that counts seeks.
+    fn pair_index(names: &[&str]) -> std::collections::BTreeSet<String> {
+        names
+            .iter()
+            .flat_map(|n| name_terms(name_words(n).collect()))
+            .chain(["mari@example.ee".to_string(), "zz".to_string()])
+            .collect()
+    }
+
+    fn plan<'q>(
+        index: &std::collections::BTreeSet<String>,
+        a: &'q str,
+        b: &'q str,
+        max: usize,
+    ) -> (Option<PairPlan<'q>>, usize) {
+        let mut seeks = 0;
+        let plan = pair_plan(a, b, max, |seek| {
+            seeks += 1;
+            Ok::<_, ()>(index.range(seek.to_string()..).next().cloned())
+        });
+        (plan.expect("no error"), seeks)
+    }
+
+    #[test]
+    fn a_pair_search_is_driven_by_the_term_that_begins_fewer_words() {
+        // "ta" begins twelve last names, "mari" one first name (and "marika" after it).
+        let mut names: Vec<String> = (0..12).map(|k| format!("Mari Ta{k:02}")).collect();
+        names.push("Marika Tamm".into());
+        names.push("Juhan Tamm".into());
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let index = pair_index(&names);
+
+        let (found, seeks) = plan(&index, "ta", "mari", 64);
+        let found = found.expect("a plan");
+        assert_eq!(found.first_words, vec!["mari", "marika"]);
+        assert_eq!(found.second, "ta");
+        // Three seeks for "mari" (two words and the end), as many for "ta" in step: not the
+        // thirteen that listing "ta" to its end takes.
+        assert_eq!(seeks, 6, "in step");
+
+        // Each way round, the same plan; a tie goes to the first term.
+        let (found, _) = plan(&index, "mari", "ta", 64);
+        assert_eq!(found.expect("a plan").first_words, vec!["mari", "marika"]);
+        let (found, _) = plan(&index, "juhan", "tamm", 64);
+        let found = found.expect("a plan");
+        assert_eq!(
+            (found.first_words, found.second),
+            (vec!["juhan".into()], "tamm")
+        );
+
+        // A term no pair begins drives with no words: nothing to read.
+        let (found, seeks) = plan(&index, "ta", "kask", 64);
+        assert_eq!(found.expect("a plan").first_words, Vec::<String>::new());
+        assert_eq!(seeks, 2);
+
+        // Over the bound both ways round: no plan (the terms one by one answer instead).
+        let (found, _) = plan(&index, "ta", "ma", 1);
+        assert_eq!(found, None);
+        // One over, the other within: the other drives, however long the first would take.
+        let (found, _) = plan(&index, "ta", "mari", 2);
+        assert_eq!(found.expect("a plan").first_words, vec!["mari", "marika"]);
+        let (found, _) = plan(&index, "ta", "mari", 1);
+        assert_eq!(found, None, "mari begins two words, ta twelve");
     }
 
     #[test]

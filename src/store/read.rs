@@ -121,9 +121,8 @@ impl Store {
         }
         // The others are ranked by the time their index entries hold, no record read: at a
         // million customers most key records are not cached (about 7 µs each, measured).
-        let ranked = search::rank(checked, proven, &unproven);
-        let mut out = Vec::with_capacity(limit.min(ranked.len()));
-        for (_, r) in ranked {
+        let mut out = Vec::with_capacity(limit);
+        for (_, r) in search::rank(checked, proven, &unproven) {
             if out.len() >= limit {
                 break;
             }
@@ -166,13 +165,9 @@ impl Store {
         let mut proven = Vec::new();
         {
             let index = t(tx.open_table(schema::SEARCH))?;
-            // A short first term (a first name, often) begins fewer distinct words.
-            let pairs = match pairs_matching(&index, short, long, cap)? {
-                Some(pairs) => pairs,
-                None => match pairs_matching(&index, long, short, cap)? {
-                    Some(pairs) => pairs,
-                    None => return Ok(None),
-                },
+            // A short term (a first name, often) wins a tie: it begins fewer words, often.
+            let Some(pairs) = pairs_matching(&index, short, long, cap)? else {
+                return Ok(None);
             };
             full |= pairs.len() >= cap;
             if terms.len() == 2 {
@@ -432,39 +427,31 @@ fn scan_where(
 /// Most distinct first words a pair search visits (one seek each) before it gives up.
 const MAX_PAIR_FIRST_WORDS: usize = 64;
 
-/// The customers of the name pairs whose first word starts with `first` and whose second word
-/// starts with `second`, with their entries' times: one range per distinct first word, found
-/// by seeking past the pairs of the one before. `None` when more than
-/// [`MAX_PAIR_FIRST_WORDS`] words begin with `first`.
+/// The customers of the name pairs of two terms, with their entries' times: one range per
+/// distinct first word that begins whichever term begins fewer ([`search::pair_plan`]), each
+/// with a second word that begins the other. `None` when both terms begin more than
+/// [`MAX_PAIR_FIRST_WORDS`] words.
 fn pairs_matching(
     index: &Index,
-    first: &str,
-    second: &str,
+    a: &str,
+    b: &str,
     cap: usize,
 ) -> Result<Option<Vec<Hit>>, StoreError> {
-    let first_words = search::pair_first_prefix(first);
-    let mut seek = first_words.clone();
-    let mut out = Vec::new();
-    for _ in 0..=MAX_PAIR_FIRST_WORDS {
-        let word = {
-            let Some(entry) = t(index.range((seek.as_str(), "")..))?.next() else {
-                return Ok(Some(out));
-            };
-            let (key, _) = t(entry)?;
-            let term = key.value().0;
-            if !term.starts_with(&first_words) {
-                return Ok(Some(out));
-            }
-            match search::pair_first_word(term) {
-                Some(word) => word.to_string(),
-                None => return Ok(Some(out)),
-            }
+    let next_term = |seek: &str| -> Result<Option<String>, StoreError> {
+        let Some(entry) = t(index.range((seek, "")..))?.next() else {
+            return Ok(None);
         };
-        let pairs = search::pair_term(&word, second);
-        scan_prefix(index, &pairs, cap, &mut out)?;
-        seek = search::after_pairs_of(&word);
+        let (key, _) = t(entry)?;
+        Ok(Some(key.value().0.to_string()))
+    };
+    let Some(plan) = search::pair_plan(a, b, MAX_PAIR_FIRST_WORDS, next_term)? else {
+        return Ok(None);
+    };
+    let mut out = Vec::new();
+    for word in &plan.first_words {
+        scan_prefix(index, &search::pair_term(word, plan.second), cap, &mut out)?;
     }
-    Ok(None)
+    Ok(Some(out))
 }
 
 /// The sequence number of a customer's first operation still held, and the sync state of all
