@@ -510,7 +510,7 @@ mod tests {
 
     #[test]
     fn a_pair_search_is_driven_by_the_term_that_begins_fewer_words() {
-        // "ta" begins twelve last names, "mari" one first name (and "marika" after it).
+        // "ta" begins thirteen words (Ta00 to Ta11, and Tamm), "mari" two (Mari, Marika).
         let mut names: Vec<String> = (0..12).map(|k| format!("Mari Ta{k:02}")).collect();
         names.push("Marika Tamm".into());
         names.push("Juhan Tamm".into());
@@ -522,7 +522,7 @@ mod tests {
         assert_eq!(found.first_words, vec!["mari", "marika"]);
         assert_eq!(found.second, "ta");
         // Three seeks for "mari" (two words and the end), as many for "ta" in step: not the
-        // thirteen that listing "ta" to its end takes.
+        // fourteen that listing "ta" to its end takes.
         assert_eq!(seeks, 6, "in step");
 
         // Each way round, the same plan; a tie goes to the first term.
@@ -547,7 +547,7 @@ mod tests {
         let (found, _) = plan(&index, "ta", "mari", 2);
         assert_eq!(found.expect("a plan").first_words, vec!["mari", "marika"]);
         let (found, _) = plan(&index, "ta", "mari", 1);
-        assert_eq!(found, None, "mari begins two words, ta twelve");
+        assert_eq!(found, None, "mari begins two words, ta thirteen");
     }
 
     #[test]
