@@ -316,7 +316,14 @@ pub fn search(conn: &Connection, q: &str, limit: usize) -> Vec<Found> {
     let mut keys = conn
         .prepare_cached("SELECT keys FROM customers WHERE ref = ?1")
         .expect("prepare keys");
-    let mut checked: Vec<(i64, String)> = Vec::with_capacity(unproven.len() + proven.len());
+    // Ranked as the node ranks them (`search::Ranking`): the proven by their entries' times,
+    // but a customer among those checked, whose check rules.
+    let mut ranking = search::Ranking::new(limit);
+    for (r, time) in &proven {
+        if ranking.admits(*time, r) && unproven.binary_search(r).is_err() {
+            ranking.offer(*time, r);
+        }
+    }
     for r in &unproven {
         let bytes: Option<Vec<u8>> = keys
             .query_row(params![r], |row| row.get(0))
@@ -325,10 +332,9 @@ pub fn search(conn: &Connection, q: &str, limit: usize) -> Vec<Found> {
         let Some(bytes) = bytes else { continue };
         let record = schema::CustomerKeys::parse(&bytes).expect("key record");
         if record.matches_all(&terms) {
-            checked.push((record.updated_at_ms, r.clone()));
+            ranking.offer(record.updated_at_ms, r);
         }
     }
-    let ranked = search::rank(checked, proven, &unproven).take(limit);
     let mut body = conn
         .prepare_cached("SELECT body FROM customers WHERE ref = ?1")
         .expect("prepare body");
@@ -336,7 +342,7 @@ pub fn search(conn: &Connection, q: &str, limit: usize) -> Vec<Found> {
         .prepare_cached("SELECT state FROM ops WHERE customer_ref = ?1")
         .expect("prepare states");
     let mut out = Vec::new();
-    for (_, r) in ranked {
+    for (_, r) in ranking.into_ranked() {
         let body: String = body.query_row(params![r], |row| row.get(0)).expect("body");
         let view: CustomerView = serde_json::from_str(&body).expect("view");
         let codes: Vec<u8> = states

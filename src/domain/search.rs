@@ -6,9 +6,6 @@
 //! every Tamm…; every other term (e-mail, phone digits, reference, account number) is a plain
 //! term. A query term matches a plain term by prefix, and a pair by the pair's first word.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashSet};
-
 use super::view::CustomerView;
 use super::{Contact, ContactKind, NewCustomer};
 
@@ -282,41 +279,81 @@ pub fn query_terms(q: &str) -> Vec<String> {
     out
 }
 
-/// Orders search results most recently changed first, then by reference: `checked`, the
-/// candidates that passed a check of their terms, with their times of change; and `proven`,
-/// customers an index range proved to match, with the time its entry holds, each taken once at
-/// its latest time and left out when it is among `unproven` (sorted; those were checked, and
-/// their check rules).
+/// The first `limit` results of a search: customers most recently changed first, then by
+/// reference, each once at the latest time it was offered at.
 ///
-/// Lazy: a search reads twenty results of what may be thousands of candidates, so they are
-/// put in a heap (linear) and taken off it one by one, never sorted whole.
-pub fn rank(
-    mut checked: Vec<(i64, String)>,
-    proven: Vec<(String, i64)>,
-    unproven: &[String],
-) -> impl Iterator<Item = (i64, String)> {
-    checked.extend(
-        proven
-            .into_iter()
-            .filter(|(r, _)| unproven.binary_search(r).is_err())
-            .map(|(r, time)| (time, r)),
-    );
-    // Newest first; on a tie the smaller reference first.
-    let mut heap: BinaryHeap<(i64, Reverse<String>)> = checked
-        .into_iter()
-        .map(|(time, r)| (time, Reverse(r)))
-        .collect();
-    // A customer proven by several entries comes off first at its latest time.
-    let mut taken: HashSet<String> = HashSet::new();
-    std::iter::from_fn(move || {
-        while let Some((time, Reverse(r))) = heap.pop() {
-            if !taken.contains(&r) {
-                taken.insert(r.clone());
-                return Some((time, r));
-            }
+/// Bounded: a search may examine thousands of candidates to answer twenty, so it keeps only
+/// the best `limit` as it goes. A candidate that cannot beat the worst kept one costs a
+/// comparison of times, and it is never copied.
+#[derive(Debug, Clone)]
+pub struct Ranking {
+    limit: usize,
+    /// Best first; at most `limit`, distinct customers.
+    kept: Vec<(i64, String)>,
+    /// Whether a candidate was turned away or pushed out for the limit.
+    cut: bool,
+}
+
+/// Whether `a` ranks before `b`: changed later, or at the same time with the smaller reference.
+fn ranks_before(a: (i64, &str), b: (i64, &str)) -> bool {
+    a.0 > b.0 || (a.0 == b.0 && a.1 < b.1)
+}
+
+impl Ranking {
+    /// An empty ranking that keeps the best `limit` customers.
+    pub fn new(limit: usize) -> Ranking {
+        Ranking {
+            limit,
+            kept: Vec::with_capacity(limit.min(1_024)),
+            cut: false,
         }
-        None
-    })
+    }
+
+    /// Whether a customer changed at `time` could still be kept: a cheap test before the
+    /// caller checks anything else about it.
+    pub fn admits(&self, time: i64, customer_ref: &str) -> bool {
+        self.limit > 0
+            && (self.kept.len() < self.limit
+                || self
+                    .kept
+                    .last()
+                    .is_some_and(|(t, r)| ranks_before((time, customer_ref), (*t, r))))
+    }
+
+    /// Offers customer `customer_ref`, changed at `time`.
+    pub fn offer(&mut self, time: i64, customer_ref: &str) {
+        if !self.admits(time, customer_ref) {
+            // Perhaps a kept customer's older entry, not a customer left out: then the
+            // ranking only says so wrongly, and a caller that acts on it reads again.
+            self.cut = true;
+            return;
+        }
+        if let Some(at) = self.kept.iter().position(|(_, r)| r == customer_ref) {
+            if self.kept[at].0 >= time {
+                return;
+            }
+            // Taken out, and put back below at its later time.
+            self.kept.remove(at);
+        }
+        let at = self
+            .kept
+            .partition_point(|(t, r)| ranks_before((*t, r), (time, customer_ref)));
+        self.kept.insert(at, (time, customer_ref.to_string()));
+        if self.kept.len() > self.limit {
+            self.kept.pop();
+            self.cut = true;
+        }
+    }
+
+    /// Whether some customer offered may have been left out for the limit.
+    pub fn cut(&self) -> bool {
+        self.cut
+    }
+
+    /// The customers kept, best first, with their times.
+    pub fn into_ranked(self) -> Vec<(i64, String)> {
+        self.kept
+    }
 }
 
 /// How a search of two name terms reads the pairs: each of `first_words` (the distinct first
@@ -472,17 +509,58 @@ mod tests {
     }
 
     #[test]
-    fn results_rank_newest_first_each_once_and_a_check_rules() {
-        let s = |r: &str| r.to_string();
-        let checked = vec![(5, s("C2")), (9, s("C4"))];
-        // C1 twice (two of its terms matched), C3 proven but checked and refused, C5 a tie.
-        let proven = vec![(s("C1"), 3), (s("C3"), 99), (s("C1"), 7), (s("C5"), 7)];
-        let unproven = vec![s("C2"), s("C3"), s("C4")];
-        let ranked: Vec<_> = rank(checked, proven, &unproven).collect();
+    fn results_rank_newest_first_each_once_at_their_latest_time() {
+        // C1 twice (two of its entries matched, the older first), C5 a tie with C1.
+        let offers = [(5, "C2"), (3, "C1"), (9, "C4"), (7, "C1"), (7, "C5")];
+        let mut all = Ranking::new(10);
+        for (time, r) in offers {
+            all.offer(time, r);
+        }
+        assert!(!all.cut());
+        let s = |t: i64, r: &str| (t, r.to_string());
         assert_eq!(
-            ranked,
-            vec![(9, s("C4")), (7, s("C1")), (7, s("C5")), (5, s("C2"))]
+            all.into_ranked(),
+            vec![s(9, "C4"), s(7, "C1"), s(7, "C5"), s(5, "C2")]
         );
+        let mut two = Ranking::new(2);
+        for (time, r) in offers {
+            two.offer(time, r);
+        }
+        assert!(two.cut(), "C5 and C2 were left out");
+        assert_eq!(two.into_ranked(), vec![s(9, "C4"), s(7, "C1")]);
+        let mut none = Ranking::new(0);
+        none.offer(1, "C1");
+        assert!(none.into_ranked().is_empty());
+    }
+
+    proptest::proptest! {
+        /// The ranking keeps what sorting every candidate would give: each customer once at
+        /// its latest time, newest first, then by reference, the first `limit`; and it says
+        /// it cut whenever it left a customer out.
+        #[test]
+        fn a_ranking_keeps_the_first_of_a_full_sort(
+            offers in proptest::collection::vec((0i64..6, 0u8..12), 0..60),
+            limit in 0usize..15,
+        ) {
+            let offers: Vec<(i64, String)> =
+                offers.into_iter().map(|(t, r)| (t, format!("C{r}"))).collect();
+            let mut latest: std::collections::HashMap<&str, i64> = Default::default();
+            for (t, r) in &offers {
+                let e = latest.entry(r.as_str()).or_insert(*t);
+                *e = (*e).max(*t);
+            }
+            let mut want: Vec<(i64, String)> =
+                latest.iter().map(|(r, t)| (*t, r.to_string())).collect();
+            want.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            let left_out = want.len() > limit;
+            want.truncate(limit);
+            let mut ranking = Ranking::new(limit);
+            for (t, r) in &offers {
+                ranking.offer(*t, r);
+            }
+            proptest::prop_assert!(ranking.cut() || !left_out);
+            proptest::prop_assert_eq!(ranking.into_ranked(), want);
+        }
     }
 
     /// An index of these customers' name terms, and a `next_term` over it that counts seeks.

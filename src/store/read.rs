@@ -93,36 +93,57 @@ impl Store {
         if terms.is_empty() || limit == 0 {
             return Ok((Vec::new(), false));
         }
+        // The ranking keeps as many candidates as results are asked for. A kept one with no
+        // customer to read (none is expected: its index entries, key record and view change
+        // in one transaction) leaves a result short, and the search reads again keeping more.
+        let mut keep = limit;
+        for _ in 0..MAX_SEARCH_ROUNDS {
+            let (found, full, cut) = self.search_keeping(&terms, limit, keep, cap)?;
+            if found.len() >= limit || !cut {
+                return Ok((found, full));
+            }
+            keep = keep.saturating_mul(4);
+        }
+        self.search_keeping(&terms, limit, usize::MAX, cap)
+            .map(|(found, full, _)| (found, full))
+    }
+
+    /// One reading of a search: the first `keep` candidates ranked, and of them the first
+    /// `limit` customers read; whether a source was full, and whether the ranking left a
+    /// candidate out.
+    fn search_keeping(
+        &self,
+        terms: &[String],
+        limit: usize,
+        keep: usize,
+        cap: usize,
+    ) -> Result<(Vec<CustomerRead>, bool, bool), StoreError> {
         let Candidates {
             tx,
-            proven,
-            mut unproven,
+            mut ranking,
+            unproven,
             full,
-        } = match self.pair_candidates(&terms, cap)? {
+        } = match self.pair_candidates(terms, keep, cap)? {
             Some(found) => found,
-            None => self.term_candidates(&terms, cap)?,
+            None => self.term_candidates(terms, keep, cap)?,
         };
         let keys = t(tx.open_table(schema::CUSTOMER_KEYS))?;
-        let mut views = Views::open(&tx)?;
-        unproven.sort();
-        unproven.dedup();
         // Candidates the index does not prove are checked and ranked by their key records
         // (terms and time of change, a table a fraction of the views' size). A customer among
         // them may have changed since its index entries were written: its key record rules.
-        let mut checked: Vec<(i64, String)> = Vec::with_capacity(unproven.len() + proven.len());
         for r in &unproven {
             let Some(bytes) = t(keys.get(r.as_str()))? else {
                 continue;
             };
             let record = CustomerKeys::parse(bytes.value())?;
-            if record.matches_all(&terms) {
-                checked.push((record.updated_at_ms, r.clone()));
+            if record.matches_all(terms) {
+                ranking.offer(record.updated_at_ms, r);
             }
         }
-        // The others are ranked by the time their index entries hold, no record read: at a
-        // million customers most key records are not cached (about 7 µs each, measured).
+        let cut = ranking.cut();
+        let mut views = Views::open(&tx)?;
         let mut out = Vec::with_capacity(limit);
-        for (_, r) in search::rank(checked, proven, &unproven) {
+        for (_, r) in ranking.into_ranked() {
             if out.len() >= limit {
                 break;
             }
@@ -130,7 +151,7 @@ impl Store {
                 out.push(found);
             }
         }
-        Ok((out, full))
+        Ok((out, full, cut))
     }
 
     /// Candidates of a query of two or more terms from the name pairs: the customers with a
@@ -144,6 +165,7 @@ impl Store {
     fn pair_candidates(
         &self,
         terms: &[String],
+        keep: usize,
         cap: usize,
     ) -> Result<Option<Candidates>, StoreError> {
         let mut by_length: Vec<&str> = terms.iter().map(String::as_str).collect();
@@ -162,19 +184,13 @@ impl Store {
             unproven.extend(recent);
         }
         let tx = self.begin_read()?;
-        let mut proven = Vec::new();
+        let mut ranking = search::Ranking::new(keep);
         {
             let index = t(tx.open_table(schema::SEARCH))?;
             // A short term (a first name, often) wins a tie: it begins fewer words, often.
-            let Some(pairs) = pairs_matching(&index, short, long, cap)? else {
+            let Some(plan) = pair_plan(&index, short, long)? else {
                 return Ok(None);
             };
-            full |= pairs.len() >= cap;
-            if terms.len() == 2 {
-                proven = pairs;
-            } else {
-                unproven.extend(pairs.into_iter().map(|(r, _)| r));
-            }
             // Each source up to its own cap: one that is full must not hide another.
             for prefix in [short, long, search::MANY_NAME_WORDS] {
                 let mut plain = Vec::new();
@@ -186,10 +202,37 @@ impl Store {
                 full |= plain.len() >= cap;
                 unproven.extend(plain.into_iter().map(|(r, _)| r));
             }
+            let mut pairs = cap;
+            if terms.len() == 2 {
+                // The pairs prove the query, each ranked by its entry's time as it is read,
+                // but a customer among those to check: its check rules.
+                unproven.sort();
+                unproven.dedup();
+                for word in &plan.first_words {
+                    let prefix = search::pair_term(word, plan.second);
+                    pairs -= scan_where(&index, &prefix, pairs, starts(&prefix), |r, time| {
+                        if ranking.admits(time, r)
+                            && unproven.binary_search_by(|u| u.as_str().cmp(r)).is_err()
+                        {
+                            ranking.offer(time, r);
+                        }
+                    })?;
+                }
+            } else {
+                for word in &plan.first_words {
+                    let prefix = search::pair_term(word, plan.second);
+                    pairs -= scan_where(&index, &prefix, pairs, starts(&prefix), |r, _| {
+                        unproven.push(r.to_string());
+                    })?;
+                }
+                unproven.sort();
+                unproven.dedup();
+            }
+            full |= pairs == 0;
         }
         Ok(Some(Candidates {
             tx,
-            proven,
+            ranking,
             unproven,
             full,
         }))
@@ -198,7 +241,12 @@ impl Store {
     /// Candidates from the terms one by one: the term with the fewest matches drives. Each
     /// term's matches are the plain terms it begins and the name pairs whose first word it
     /// begins; they prove a query of one term.
-    fn term_candidates(&self, terms: &[String], cap: usize) -> Result<Candidates, StoreError> {
+    fn term_candidates(
+        &self,
+        terms: &[String],
+        keep: usize,
+        cap: usize,
+    ) -> Result<Candidates, StoreError> {
         // The terms of recent writes not merged into the index yet, taken before the snapshot
         // is opened: what leaves memory after this is in the snapshot's index (see
         // `store::search_log`).
@@ -212,7 +260,7 @@ impl Store {
             })
             .collect();
         let tx = self.begin_read()?;
-        let (unproven, hits) = {
+        let (mut unproven, hits) = {
             let index = t(tx.open_table(schema::SEARCH))?;
             // Longer terms are usually more selective, so they are scanned first, and a later
             // term's scan stops as soon as it cannot beat the driver.
@@ -239,22 +287,26 @@ impl Store {
         };
         // A term that beat another holds fewer than it; only the first can have been cut.
         let full = unproven.len() + hits.len() >= cap;
-        Ok(if terms.len() == 1 {
-            Candidates {
-                tx,
-                proven: hits,
-                unproven,
-                full,
+        let mut ranking = search::Ranking::new(keep);
+        if terms.len() == 1 {
+            // The index proves these, but a customer among those to check: its check rules.
+            unproven.sort();
+            unproven.dedup();
+            for (r, time) in &hits {
+                if unproven.binary_search(r).is_err() {
+                    ranking.offer(*time, r);
+                }
             }
         } else {
-            let mut unproven = unproven;
             unproven.extend(hits.into_iter().map(|(r, _)| r));
-            Candidates {
-                tx,
-                proven: Vec::new(),
-                unproven,
-                full,
-            }
+            unproven.sort();
+            unproven.dedup();
+        }
+        Ok(Candidates {
+            tx,
+            ranking,
+            unproven,
+            full,
         })
     }
 
@@ -371,14 +423,19 @@ type Hit = (String, i64);
 /// A search's candidates, and the snapshot they were read in.
 struct Candidates {
     tx: redb::ReadTransaction,
-    /// Customers the index proves to match, with the time of change their entries hold.
-    proven: Vec<Hit>,
+    /// The customers the index proves to match, ranked by the time of change their entries
+    /// hold (the best the ranking keeps).
+    ranking: search::Ranking,
     /// Customers to check against their key records (from memory, or from index ranges that
-    /// match only some of the query's terms).
+    /// match only some of the query's terms); sorted, each once.
     unproven: Vec<String>,
     /// Some source held as many as it was allowed to give: a match may be missing.
     full: bool,
 }
+
+/// Most times a search reads again, keeping four times the candidates each time, before it
+/// keeps them all (see [`Store::search_within`]).
+const MAX_SEARCH_ROUNDS: usize = 3;
 
 /// Adds the customers of the index entries whose term starts with `prefix` to `found`, with
 /// the time of change each entry holds, until it holds `bound`.
@@ -388,7 +445,11 @@ fn scan_prefix(
     bound: usize,
     found: &mut Vec<Hit>,
 ) -> Result<(), StoreError> {
-    scan_where(index, prefix, bound, found, |term| term.starts_with(prefix))
+    let room = bound.saturating_sub(found.len());
+    scan_where(index, prefix, room, starts(prefix), |r, time| {
+        found.push((r.to_string(), time));
+    })?;
+    Ok(())
 }
 
 /// As [`scan_prefix`], for the entries of exactly `term`.
@@ -398,18 +459,38 @@ fn scan_term(
     bound: usize,
     found: &mut Vec<Hit>,
 ) -> Result<(), StoreError> {
-    scan_where(index, term, bound, found, |t| t == term)
+    let room = bound.saturating_sub(found.len());
+    scan_where(
+        index,
+        term,
+        room,
+        |t| t == term,
+        |r, time| {
+            found.push((r.to_string(), time));
+        },
+    )?;
+    Ok(())
 }
 
+/// A test of an entry's term: that it starts with `prefix`.
+fn starts(prefix: &str) -> impl Fn(&str) -> bool + '_ {
+    move |term| term.starts_with(prefix)
+}
+
+/// Hands `visit` the customer and time of each index entry from `from` on while its term is
+/// `within`, at most `bound` customers, a customer's adjacent entries once; returns how many.
 fn scan_where(
     index: &Index,
     from: &str,
     bound: usize,
-    found: &mut Vec<Hit>,
     within: impl Fn(&str) -> bool,
-) -> Result<(), StoreError> {
+    mut visit: impl FnMut(&str, i64),
+) -> Result<usize, StoreError> {
+    let mut visited = 0;
+    // The last customer visited, copied into one buffer: no allocation per entry.
+    let mut last = String::new();
     for entry in t(index.range((from, "")..))? {
-        if found.len() >= bound {
+        if visited >= bound {
             break;
         }
         let (key, time) = t(entry)?;
@@ -417,26 +498,27 @@ fn scan_where(
         if !within(term) {
             break;
         }
-        if found.last().map(|(r, _)| r.as_str()) != Some(customer_ref) {
-            found.push((customer_ref.to_string(), time.value()));
+        if visited == 0 || last != customer_ref {
+            visit(customer_ref, time.value());
+            visited += 1;
+            last.clear();
+            last.push_str(customer_ref);
         }
     }
-    Ok(())
+    Ok(visited)
 }
 
 /// Most distinct first words a pair search visits (one seek each) before it gives up.
 const MAX_PAIR_FIRST_WORDS: usize = 64;
 
-/// The customers of the name pairs of two terms, with their entries' times: one range per
-/// distinct first word that begins whichever term begins fewer ([`search::pair_plan`]), each
-/// with a second word that begins the other. `None` when both terms begin more than
-/// [`MAX_PAIR_FIRST_WORDS`] words.
-fn pairs_matching(
+/// The pair plan of two terms over the index ([`search::pair_plan`]): one range per distinct
+/// first word that begins whichever term begins fewer, each with a second word that begins
+/// the other. `None` when both terms begin more than [`MAX_PAIR_FIRST_WORDS`] words.
+fn pair_plan<'q>(
     index: &Index,
-    a: &str,
-    b: &str,
-    cap: usize,
-) -> Result<Option<Vec<Hit>>, StoreError> {
+    a: &'q str,
+    b: &'q str,
+) -> Result<Option<search::PairPlan<'q>>, StoreError> {
     let next_term = |seek: &str| -> Result<Option<String>, StoreError> {
         let Some(entry) = t(index.range((seek, "")..))?.next() else {
             return Ok(None);
@@ -444,14 +526,7 @@ fn pairs_matching(
         let (key, _) = t(entry)?;
         Ok(Some(key.value().0.to_string()))
     };
-    let Some(plan) = search::pair_plan(a, b, MAX_PAIR_FIRST_WORDS, next_term)? else {
-        return Ok(None);
-    };
-    let mut out = Vec::new();
-    for word in &plan.first_words {
-        scan_prefix(index, &search::pair_term(word, plan.second), cap, &mut out)?;
-    }
-    Ok(Some(out))
+    search::pair_plan(a, b, MAX_PAIR_FIRST_WORDS, next_term)
 }
 
 /// The sequence number of a customer's first operation still held, and the sync state of all
