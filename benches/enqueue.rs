@@ -23,9 +23,8 @@ fn open_store(dir: &std::path::Path, quick_repair: bool) -> Store {
     Store::open(
         &dir.join("bench.redb"),
         &StoreOptions {
-            cache_bytes: 64 << 20,
             quick_repair,
-            ..StoreOptions::new(64 << 20)
+            ..StoreOptions::new(outpost::store::DEFAULT_CACHE_BYTES)
         },
     )
     .expect("open store")

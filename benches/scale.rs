@@ -31,9 +31,8 @@ fn open(path: &Path, quick_repair: bool) -> Store {
     Store::open(
         path,
         &StoreOptions {
-            cache_bytes: 64 << 20,
             quick_repair,
-            ..outpost::store::StoreOptions::new(64 << 20)
+            ..outpost::store::StoreOptions::new(outpost::store::DEFAULT_CACHE_BYTES)
         },
     )
     .expect("open store")
@@ -442,7 +441,8 @@ fn main() {
         &[Figure::lower(
             "p7-peak-rss",
             format!(
-                "{data}; peak RSS (VmHWM) of a process serving the P5 mix in process and over HTTP, the load generator in another process (store file {size_mib:.0} MiB, page cache 64 MiB)"
+                "{data}; peak RSS (VmHWM) of a process serving the P5 mix in process and over HTTP, the load generator in another process (store file {size_mib:.0} MiB, page cache {} MiB)",
+                outpost::store::DEFAULT_CACHE_BYTES >> 20
             ),
             rss,
             "MiB",

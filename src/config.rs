@@ -224,7 +224,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         let merge = crate::store::writer::MergeOptions::default();
         Self {
-            cache_bytes: 64 * 1024 * 1024,
+            cache_bytes: crate::store::DEFAULT_CACHE_BYTES,
             search_merge_entries: merge.start_at_entries,
             search_merge_chunk: merge.chunk_entries,
             search_merge_idle_ms: merge.idle_after.as_millis() as u64,

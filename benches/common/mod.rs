@@ -350,7 +350,7 @@ pub fn empty_view() -> CustomerView {
 /// Opens a store as the node does (its default page cache, quick repair off), or with quick
 /// repair on when `OUTPOST_BENCH_QUICK_REPAIR=1` (to compare).
 pub fn open_store(path: &Path) -> Store {
-    let mut options = StoreOptions::new(64 << 20);
+    let mut options = StoreOptions::new(outpost::store::DEFAULT_CACHE_BYTES);
     if std::env::var("OUTPOST_BENCH_QUICK_REPAIR").as_deref() == Ok("1") {
         options.quick_repair = true;
     }
