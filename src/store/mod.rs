@@ -107,7 +107,7 @@ pub struct StoreOptions {
 /// the search index fit any cache P7's 200 MB allows, so a name search reads most of its twenty
 /// views from the disk's cache: 128 MiB against 64 took the P5 mix's p99 down about 5% for
 /// about 64 MiB more resident (`docs/performance.md`, step 46).
-pub const DEFAULT_CACHE_BYTES: usize = 128 * 1024 * 1024;
+pub const DEFAULT_CACHE_BYTES: usize = 96 * 1024 * 1024;
 
 /// Reads running at once unless configured otherwise: enough to keep two cores busy while one
 /// read waits for the disk.
