@@ -5,7 +5,8 @@
 //! before are still being answered, so each group holds about half of them and there are twice
 //! the commits. A busy writer therefore waits, for at most a configured time, for the callers
 //! it has just answered to come back; a writer that had nothing to do commits at once, so a
-//! till alone never waits.
+//! till alone never waits. While it waits it is woken for every few callers back, to apply
+//! them as the rest arrive ([`WAKE_EVERY`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -14,6 +15,12 @@ use std::time::{Duration, Instant};
 
 /// Most groups committed without waiting after waits that missed.
 const MAX_SKIP: u32 = 64;
+
+/// A waiting writer is woken for every this many callers that come back, and applies them
+/// while the others are still on their way. Woken only once all were back, it applied the
+/// whole group after the wait: the callers' return and the group's work in turn instead of
+/// side by side (P2's group run: 42,000-45,000 creates/s against 48,000-50,000 with 8).
+const WAKE_EVERY: usize = 8;
 
 /// What the writer thread and the senders share.
 #[derive(Default)]
@@ -107,9 +114,10 @@ impl Gather {
         );
         let deadline = Instant::now() + self.max_wait;
         loop {
+            let before = jobs.len();
             self.shared
                 .want
-                .store(target - jobs.len(), Ordering::SeqCst);
+                .store((target - before).min(WAKE_EVERY), Ordering::SeqCst);
             // Again after announcing the wait: a job sent before it is seen here.
             drain(jobs);
             if jobs.len() >= target {
@@ -118,6 +126,10 @@ impl Gather {
             let now = Instant::now();
             if now >= deadline {
                 break;
+            }
+            // Some came meanwhile: fewer are to come than announced, so announce again.
+            if jobs.len() > before {
+                continue;
             }
             std::thread::park_timeout(deadline - now);
         }
@@ -179,6 +191,44 @@ mod tests {
                 "tries again"
             );
         }
+    }
+
+    #[test]
+    fn a_waiting_writer_takes_the_callers_back_a_few_at_a_time() {
+        let (tx, rx) = std::sync::mpsc::channel::<usize>();
+        // The drain tells the sender what it took: the sender sends the second half only
+        // after the writer has taken the first, which it does only if woken before all are
+        // back; else the wait would end at its 30 s deadline with half the group.
+        let (took_tx, took_rx) = std::sync::mpsc::channel::<usize>();
+        let (mut gather, signal) = Gather::new(Duration::from_secs(30));
+        let callers = 4 * WAKE_EVERY;
+        gather.committed(callers, 0);
+        let drain = |jobs: &mut Vec<usize>| {
+            jobs.extend(rx.try_iter());
+            let _ = took_tx.send(jobs.len());
+        };
+        let sender = std::thread::spawn(move || {
+            let mut queued = 0;
+            for i in 1..callers {
+                tx.send(i).unwrap();
+                queued += 1;
+                signal.queued(queued);
+                if i == callers / 2 {
+                    // Until the writer has taken them all: the channel is empty again.
+                    while took_rx.recv().unwrap() < i + 1 {}
+                    queued = 0;
+                }
+            }
+        });
+        let started = Instant::now();
+        let mut jobs = vec![0];
+        assert!(gather.fill(&mut jobs, 512, Duration::ZERO, drain));
+        assert_eq!(jobs, (0..callers).collect::<Vec<_>>());
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "woken, not timed out"
+        );
+        sender.join().unwrap();
     }
 
     #[test]
