@@ -69,19 +69,35 @@ impl CustomerView {
     /// A view started by a customer-create operation.
     pub fn created_by(op: &Operation) -> Option<CustomerView> {
         match &op.payload {
-            Payload::CustomerCreate(fields) => Some(CustomerView {
-                customer_ref: op.customer_ref.clone(),
-                account_number: None,
-                fields: fields.clone(),
-                addresses: Vec::new(),
-                contacts: Vec::new(),
-                affiliations: Vec::new(),
-                attributes: Vec::new(),
-                last_seq: op.seq,
-                created_at_ms: op.accepted_at_ms,
-                updated_at_ms: op.accepted_at_ms,
-            }),
+            Payload::CustomerCreate(fields) => Some(CustomerView::created(
+                op.customer_ref.clone(),
+                op.seq,
+                op.accepted_at_ms,
+                fields.clone(),
+            )),
             _ => None,
+        }
+    }
+
+    /// The view a customer create makes: customer `customer_ref` with `fields`, created by
+    /// operation `seq` accepted at `accepted_at_ms`.
+    pub fn created(
+        customer_ref: String,
+        seq: u64,
+        accepted_at_ms: i64,
+        fields: NewCustomer,
+    ) -> CustomerView {
+        CustomerView {
+            customer_ref,
+            account_number: None,
+            fields,
+            addresses: Vec::new(),
+            contacts: Vec::new(),
+            affiliations: Vec::new(),
+            attributes: Vec::new(),
+            last_seq: seq,
+            created_at_ms: accepted_at_ms,
+            updated_at_ms: accepted_at_ms,
         }
     }
 
