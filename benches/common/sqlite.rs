@@ -165,24 +165,27 @@ impl Queue {
                         }
                     }
                 };
-                jobs.push(first);
+                // Each request is written as it arrives, while the group fills, as the node's
+                // writer applies its commands (`store::writer::write_group`).
+                let tx = conn.transaction().expect("begin");
+                let mut seq = next_seq(&tx);
+                let now = outpost::store::now_ms();
+                let mut seqs = Vec::with_capacity(group_commit_max);
+                let mut take = |jobs: &mut Vec<Job>, job: Job| {
+                    submit(&tx, seq, &job.fields, now);
+                    seqs.push(seq);
+                    seq += 1;
+                    jobs.push(job);
+                };
+                take(&mut jobs, first);
                 gather.fill(&mut jobs, group_commit_max, idle, |jobs| {
                     while jobs.len() < group_commit_max {
                         match rx.try_recv() {
-                            Ok(job) => jobs.push(job),
+                            Ok(job) => take(jobs, job),
                             Err(_) => break,
                         }
                     }
                 });
-                let tx = conn.transaction().expect("begin");
-                let mut seq = next_seq(&tx);
-                let now = outpost::store::now_ms();
-                let mut seqs = Vec::with_capacity(jobs.len());
-                for job in &jobs {
-                    submit(&tx, seq, &job.fields, now);
-                    seqs.push(seq);
-                    seq += 1;
-                }
                 set_next_seq(&tx, seq);
                 tx.commit().expect("commit");
                 gather.committed(jobs.len(), rx.len());
