@@ -155,7 +155,7 @@ impl Tables<'_> {
 
     /// Rebases each of `copies` in turn, their search index writes held back and applied in
     /// key order.
-    fn rebase_all(&mut self, copies: &[HqCopy]) -> Result<(), StoreError> {
+    pub(crate) fn rebase_all(&mut self, copies: &[HqCopy]) -> Result<(), StoreError> {
         self.defer_terms();
         for copy in copies {
             self.rebase(copy)?;

@@ -95,17 +95,19 @@ impl Store {
         }
         // The ranking keeps as many candidates as results are asked for. A kept one with no
         // customer to read (none is expected: its index entries, key record and view change
-        // in one transaction) leaves a result short, and the search reads again keeping more.
+        // in one transaction) leaves a result short, and the search reads again keeping more;
+        // short still after the last reading, the answer says a match may be missing.
         let mut keep = limit;
-        for _ in 0..MAX_SEARCH_ROUNDS {
+        let mut round = 1;
+        loop {
             let (found, full, cut) = self.search_keeping(&terms, limit, keep, cap)?;
-            if found.len() >= limit || !cut {
-                return Ok((found, full));
+            let short = cut && found.len() < limit;
+            if !short || round == MAX_SEARCH_READINGS {
+                return Ok((found, full || short));
             }
             keep = keep.saturating_mul(4);
+            round += 1;
         }
-        self.search_keeping(&terms, limit, usize::MAX, cap)
-            .map(|(found, full, _)| (found, full))
     }
 
     /// One reading of a search: the first `keep` candidates ranked, and of them the first
@@ -209,6 +211,9 @@ impl Store {
                 unproven.sort();
                 unproven.dedup();
                 for word in &plan.first_words {
+                    if pairs == 0 {
+                        break;
+                    }
                     let prefix = search::pair_term(word, plan.second);
                     pairs -= scan_where(&index, &prefix, pairs, starts(&prefix), |r, time| {
                         if ranking.admits(time, r)
@@ -220,6 +225,9 @@ impl Store {
                 }
             } else {
                 for word in &plan.first_words {
+                    if pairs == 0 {
+                        break;
+                    }
                     let prefix = search::pair_term(word, plan.second);
                     pairs -= scan_where(&index, &prefix, pairs, starts(&prefix), |r, _| {
                         unproven.push(r.to_string());
@@ -433,9 +441,9 @@ struct Candidates {
     full: bool,
 }
 
-/// Most times a search reads again, keeping four times the candidates each time, before it
-/// keeps them all (see [`Store::search_within`]).
-const MAX_SEARCH_ROUNDS: usize = 3;
+/// Most readings of one search, each keeping four times the candidates of the one before (see
+/// [`Store::search_within`]).
+const MAX_SEARCH_READINGS: usize = 3;
 
 /// Adds the customers of the index entries whose term starts with `prefix` to `found`, with
 /// the time of change each entry holds, until it holds `bound`.
@@ -551,4 +559,89 @@ fn operations(
         }
     }
     Ok((first, SyncState::summarise(states)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::NewCustomer;
+    use crate::hq::wire::HqCustomerRecord;
+    use crate::store::StoreOptions;
+    use crate::store::tables::Tables;
+    use crate::sync::cdx::copy_from_wire;
+
+    /// HQ's copy of "Mari Tamm{i}", changed at `at`.
+    fn mari(i: usize, at: i64) -> crate::store::cdx::HqCopy {
+        let record = HqCustomerRecord {
+            account_number: format!("C{i}"),
+            origin_store_id: None,
+            origin_customer_ref: None,
+            fields: NewCustomer {
+                first_name: "Mari".into(),
+                last_name: format!("Tamm{i}"),
+                email: None,
+                phone: None,
+                customer_group: None,
+                language: None,
+            },
+            addresses: Vec::new(),
+            contacts: Vec::new(),
+            affiliations: Vec::new(),
+            attributes: Vec::new(),
+            version: 1,
+        };
+        copy_from_wire(record, "S0001", at)
+    }
+
+    #[test]
+    fn a_kept_candidate_with_no_customer_makes_the_search_read_again_keeping_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), &StoreOptions::new(8 << 20)).unwrap();
+        let tx = store.begin_write().unwrap();
+        {
+            let mut tables = Tables::open(&tx).unwrap();
+            let copies: Vec<_> = (1..=30).map(|i| mari(i, 1_000 + i as i64)).collect();
+            tables.rebase_all(&copies).unwrap();
+        }
+        tx.commit().unwrap();
+        let newest =
+            |n: usize| -> Vec<String> { (1..=30).rev().take(n).map(|i| format!("C{i}")).collect() };
+        let refs = |found: Vec<CustomerRead>| -> Vec<String> {
+            found.into_iter().map(|c| c.view.customer_ref).collect()
+        };
+        assert_eq!(refs(store.search("mari tamm", 3).unwrap()), newest(3));
+        // The three newest lose their views behind the index's back (as a damaged file
+        // might): the first reading keeps only them, and reads none.
+        let tx = store.begin_write().unwrap();
+        {
+            let mut customers = tx.open_table(schema::CUSTOMERS).unwrap();
+            for r in newest(3) {
+                customers.remove(r.as_str()).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+        let (found, full) = store.search_within("mari tamm", 3, CANDIDATE_CAP).unwrap();
+        assert_eq!(refs(found), vec!["C27", "C26", "C25"]);
+        assert!(!full);
+        // Too many gone for its readings of one (1, 4 and 16 kept): what it found, none,
+        // and that a match may be missing.
+        let tx = store.begin_write().unwrap();
+        {
+            let mut customers = tx.open_table(schema::CUSTOMERS).unwrap();
+            for r in newest(27).into_iter().skip(3) {
+                customers.remove(r.as_str()).unwrap();
+            }
+        }
+        tx.commit().unwrap();
+        let (found, full) = store.search_within("mari tamm", 1, CANDIDATE_CAP).unwrap();
+        assert!(found.is_empty());
+        assert!(
+            full,
+            "short after its last reading, it says a match may be missing"
+        );
+        // Asked for four, its third reading keeps all thirty: the three left, none missing.
+        let (found, full) = store.search_within("mari tamm", 4, CANDIDATE_CAP).unwrap();
+        assert_eq!(refs(found), vec!["C3", "C2", "C1"]);
+        assert!(!full);
+    }
 }
