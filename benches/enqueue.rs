@@ -10,8 +10,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::Figure;
+use outpost::store::Store;
 use outpost::store::writer::MergeOptions;
-use outpost::store::{Store, StoreOptions};
 
 const SUBMITTERS: usize = 64;
 const GROUP: usize = 512;
@@ -20,14 +20,7 @@ const ROUNDS: usize = 10;
 
 /// Opens a fresh store for a run, with redb's quick repair on or off.
 fn open_store(dir: &std::path::Path, quick_repair: bool) -> Store {
-    Store::open(
-        &dir.join("bench.redb"),
-        &StoreOptions {
-            quick_repair,
-            ..StoreOptions::new(outpost::store::DEFAULT_CACHE_BYTES)
-        },
-    )
-    .expect("open store")
+    common::open_store_with(&dir.join("bench.redb"), quick_repair)
 }
 
 /// Acknowledged creates per second with `group_commit_max` writes per transaction, on a

@@ -23,19 +23,12 @@ use std::time::{Duration, Instant};
 
 use common::Figure;
 use common::http::{Request, Server, encode_query, load};
-use outpost::store::{Store, StoreOptions};
+use outpost::store::Store;
 
 const LIMIT: usize = 20;
 
 fn open(path: &Path, quick_repair: bool) -> Store {
-    Store::open(
-        path,
-        &StoreOptions {
-            quick_repair,
-            ..outpost::store::StoreOptions::new(outpost::store::DEFAULT_CACHE_BYTES)
-        },
-    )
-    .expect("open store")
+    common::open_store_with(path, quick_repair)
 }
 
 /// Sizes of the data set at this scale.

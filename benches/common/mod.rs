@@ -350,10 +350,18 @@ pub fn empty_view() -> CustomerView {
 /// Opens a store as the node does (its default page cache, quick repair off), or with quick
 /// repair on when `OUTPOST_BENCH_QUICK_REPAIR=1` (to compare).
 pub fn open_store(path: &Path) -> Store {
-    let mut options = StoreOptions::new(outpost::store::DEFAULT_CACHE_BYTES);
-    if std::env::var("OUTPOST_BENCH_QUICK_REPAIR").as_deref() == Ok("1") {
-        options.quick_repair = true;
-    }
+    open_store_with(
+        path,
+        std::env::var("OUTPOST_BENCH_QUICK_REPAIR").as_deref() == Ok("1"),
+    )
+}
+
+/// Opens a store as the node does (its default page cache), with redb's quick repair on or off.
+pub fn open_store_with(path: &Path, quick_repair: bool) -> Store {
+    let options = StoreOptions {
+        quick_repair,
+        ..StoreOptions::new(outpost::store::DEFAULT_CACHE_BYTES)
+    };
     Store::open(path, &options).expect("open store")
 }
 
