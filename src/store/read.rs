@@ -175,11 +175,16 @@ impl Store {
         let [long, short, ..] = by_length[..] else {
             return Ok(None);
         };
-        // From memory before the snapshot opens (see `store::search_log`); both orders of a
-        // customer's words are paired, so one order finds them all.
+        // From memory before the snapshot opens (see `store::search_log`). Both orders of a
+        // customer's words are paired, but a merge under way may have moved one order into
+        // the index and not yet the other, and the index is read in whichever order
+        // `pair_plan` picks: so memory is read in both.
         let log = &self.search_log;
         let mut unproven = log.pair_candidates(short, long, cap);
         let mut full = unproven.len() >= cap;
+        let other_order = log.pair_candidates(long, short, cap);
+        full |= other_order.len() >= cap;
+        unproven.extend(other_order);
         for prefix in [short, long, search::MANY_NAME_WORDS] {
             let recent = log.candidates(prefix, cap);
             full |= recent.len() >= cap;
