@@ -710,7 +710,7 @@ pub(crate) fn write_terms_sorted(
         if end - at < CURSOR_RUN_MIN {
             short_looks += 1;
             if short_looks >= 2 {
-                blind = BLIND_MAX.min(1 << (short_looks - 1).min(BLIND_MAX.ilog2()));
+                blind = 1 << (short_looks - 1).min(BLIND_MAX.ilog2());
             }
         } else {
             short_looks = 0;
