@@ -35,16 +35,14 @@ fn method_label(method: &Method) -> &'static str {
 /// Middleware: counts each request by route template (never the raw path: customer references
 /// would make the label set unbounded), method and status, and times it.
 pub async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned());
+    // A cheap clone (the template is shared), not a copy of its text.
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let method = method_label(request.method());
     let _in_flight = metrics.request_started();
     let started = Instant::now();
     let response = next.run(request).await;
     metrics.http_request(
-        route.as_deref().unwrap_or("unmatched"),
+        route.as_ref().map_or("unmatched", MatchedPath::as_str),
         method,
         response.status().as_u16(),
         started.elapsed(),

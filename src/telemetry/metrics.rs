@@ -11,7 +11,8 @@
 //! Labels carry route templates, methods, states and job numbers only: bounded sets, and never
 //! customer data.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder};
@@ -155,6 +156,27 @@ struct Inner {
     in_flight: Gauge,
     connections: Gauge,
     header_timeouts: Counter,
+    /// The request metrics' handles by route template, registered once each: registering on
+    /// every request built and hashed its labels (about a microsecond of every request).
+    http: RwLock<HashMap<Box<str>, Vec<HttpSeries>>>,
+}
+
+/// The request metrics of one route template and method.
+struct HttpSeries {
+    method: &'static str,
+    duration: Histogram,
+    /// Requests answered, by status: the few statuses one route answers.
+    answered: Vec<(u16, Counter)>,
+}
+
+impl HttpSeries {
+    /// The counter of `status`, if registered.
+    fn answered(&self, status: u16) -> Option<&Counter> {
+        self.answered
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map(|(_, c)| c)
+    }
 }
 
 /// The metrics registry of one node; cheap to clone (all clones share it).
@@ -237,6 +259,7 @@ impl Metrics {
                 in_flight,
                 connections,
                 header_timeouts,
+                http: RwLock::new(HashMap::new()),
             }),
         }
     }
@@ -262,19 +285,62 @@ impl Metrics {
             .register_histogram(&key(name, labels), &METADATA)
     }
 
-    /// A request of the local API was answered.
-    pub fn http_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
-        let status = status.to_string();
-        self.counter(
-            names::HTTP_REQUESTS,
-            &[("route", route), ("method", method), ("status", &status)],
-        )
-        .increment(1);
-        self.histogram(
-            names::HTTP_DURATION,
-            &[("route", route), ("method", method)],
-        )
-        .record(elapsed.as_secs_f64());
+    /// A request of the local API was answered. The labels are bounded sets (route templates,
+    /// method labels, the statuses the node answers), so the handles kept are too.
+    pub fn http_request(&self, route: &str, method: &'static str, status: u16, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        {
+            let http = self
+                .inner
+                .http
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(series) = http
+                .get(route)
+                .and_then(|all| all.iter().find(|s| s.method == method))
+                && let Some(answered) = series.answered(status)
+            {
+                answered.increment(1);
+                series.duration.record(seconds);
+                return;
+            }
+        }
+        let mut http = self
+            .inner
+            .http
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let all = http.entry(route.into()).or_default();
+        let at = match all.iter().position(|s| s.method == method) {
+            Some(at) => at,
+            None => {
+                all.push(HttpSeries {
+                    method,
+                    duration: self.histogram(
+                        names::HTTP_DURATION,
+                        &[("route", route), ("method", method)],
+                    ),
+                    answered: Vec::new(),
+                });
+                all.len() - 1
+            }
+        };
+        let series = &mut all[at];
+        if series.answered(status).is_none() {
+            let counter = self.counter(
+                names::HTTP_REQUESTS,
+                &[
+                    ("route", route),
+                    ("method", method),
+                    ("status", &status.to_string()),
+                ],
+            );
+            series.answered.push((status, counter));
+        }
+        if let Some(answered) = series.answered(status) {
+            answered.increment(1);
+        }
+        series.duration.record(seconds);
     }
 
     /// A request started; it counts as in flight until the guard drops.
@@ -335,6 +401,28 @@ mod tests {
         assert!(!text_b.contains("outpost_http_requests_total{"), "{text_b}");
         assert!(text_a.contains("# TYPE outpost_http_request_duration_seconds histogram"));
         assert!(text_a.contains("# HELP outpost_http_requests_total "));
+    }
+
+    #[test]
+    fn each_route_method_and_status_counted_apart_as_registered_once() {
+        let m = Metrics::new();
+        for status in [200, 202, 200, 404, 200] {
+            m.http_request("/v1/customers", "POST", status, Duration::from_millis(1));
+        }
+        m.http_request("/v1/customers", "GET", 200, Duration::from_millis(1));
+        m.http_request("/healthz", "GET", 200, Duration::from_millis(1));
+        let text = m.render();
+        for line in [
+            r#"outpost_http_requests_total{route="/v1/customers",method="POST",status="200"} 3"#,
+            r#"outpost_http_requests_total{route="/v1/customers",method="POST",status="202"} 1"#,
+            r#"outpost_http_requests_total{route="/v1/customers",method="POST",status="404"} 1"#,
+            r#"outpost_http_requests_total{route="/v1/customers",method="GET",status="200"} 1"#,
+            r#"outpost_http_requests_total{route="/healthz",method="GET",status="200"} 1"#,
+            r#"outpost_http_request_duration_seconds_count{route="/v1/customers",method="POST"} 5"#,
+            r#"outpost_http_request_duration_seconds_count{route="/v1/customers",method="GET"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 
     #[test]
