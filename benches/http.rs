@@ -1,7 +1,9 @@
 //! P1: durable customer creates through the local HTTP API (`POST /v1/customers`), 64
 //! concurrent keep-alive clients over loopback, each answer only after commit, beside the same
-//! server's no-op JSON endpoint (same body parsing, nothing stored: the HTTP ceiling), measured
-//! in the same run, alternating so that both see the same machine.
+//! server's no-op JSON endpoint (same body parsing and the same layers as every route of the
+//! node, nothing stored: the HTTP ceiling), measured in the same run, alternating so that all
+//! see the same machine. The same no-op served bare, outside the node's layers, is measured
+//! too, as information: what the layers cost, and the ceiling as measured before.
 //!
 //! Run: `cargo bench --bench http` (`OUTPOST_BENCH_SCALE=0.02` for a quick pass).
 
@@ -11,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::Figure;
-use common::http::{Load, NOOP_PATH, Request, Server, load};
+use common::http::{BARE_NOOP_PATH, Load, NOOP_PATH, Request, Server, load};
 
 const CLIENTS: usize = 64;
 
@@ -49,10 +51,13 @@ fn main() {
     let addr = server.addr;
     let body: Arc<dyn Fn(usize) -> String + Send + Sync> = Arc::new(common::customer_body);
     let noop = Request::Post(NOOP_PATH, body.clone());
+    let bare = Request::Post(BARE_NOOP_PATH, body.clone());
     let create = Request::Post("/v1/customers", body);
     let mut rounds = Vec::new();
+    let mut bare_rounds = Vec::new();
     for round in 0..2 {
         let n = client_rt.block_on(load(addr, CLIENTS, warmup, duration, noop.clone(), 0));
+        let b = client_rt.block_on(load(addr, CLIENTS, warmup, duration, bare.clone(), 0));
         let c = client_rt.block_on(load(
             addr,
             CLIENTS,
@@ -62,14 +67,17 @@ fn main() {
             round * 1_000_000_000,
         ));
         eprintln!(
-            "round {round}: noop {:.0}/s p99 {:.2} ms ({} errors); create {:.0}/s p99 {:.2} ms ({} errors)",
-            n.rps, n.p99, n.errors, c.rps, c.p99, c.errors
+            "round {round}: noop {:.0}/s p99 {:.2} ms ({} errors); bare noop {:.0}/s p99 {:.2} ms ({} errors); create {:.0}/s p99 {:.2} ms ({} errors)",
+            n.rps, n.p99, n.errors, b.rps, b.p99, b.errors, c.rps, c.p99, c.errors
         );
         assert_eq!(c.errors, 0, "every create answered 2xx");
+        assert_eq!(n.errors + b.errors, 0, "every no-op answered 2xx");
         rounds.push((n, c));
+        bare_rounds.push(b);
     }
     let (noop_rps, n50, n99, n999) = merge(&rounds[0].0, &rounds[1].0);
     let (create_rps, c50, c99, c999) = merge(&rounds[0].1, &rounds[1].1);
+    let (bare_rps, b50, b99, b999) = merge(&bare_rounds[0], &bare_rounds[1]);
     server_rt.block_on(server.stop());
     drop(writer);
     thread.join().expect("writer");
@@ -85,7 +93,18 @@ fn main() {
                 noop_rps,
                 "req/s",
                 format!(
-                    "no-op JSON endpoint, same parsing; p50 {n50:.2} ms, p99 {n99:.2} ms, p999 {n999:.2} ms"
+                    "no-op JSON endpoint, same parsing, same layers; p50 {n50:.2} ms, p99 {n99:.2} ms, p999 {n999:.2} ms"
+                ),
+            ),
+            Figure::higher(
+                "p1-http-creates-vs-bare-noop",
+                format!("POST /v1/customers, {work} (information: the ceiling as measured before)"),
+                create_rps,
+                "creates/s",
+                bare_rps,
+                "req/s",
+                format!(
+                    "the same no-op served bare, outside the node's layers; p50 {b50:.2} ms, p99 {b99:.2} ms, p999 {b999:.2} ms"
                 ),
             ),
             Figure::lower(

@@ -1,7 +1,7 @@
 //! The real server for HTTP benches (the node's own router, HQ unreachable so nothing but the
-//! till's load runs), with a no-op JSON endpoint merged in by the bench only, and a minimal
-//! keep-alive HTTP/1.1 load generator (like wrk: one connection per client, one request in
-//! flight per connection, latency per request).
+//! till's load runs), with a no-op JSON endpoint added by the bench only (behind the node's
+//! layers, and bare beside them), and a minimal keep-alive HTTP/1.1 load generator (like wrk:
+//! one connection per client, one request in flight per connection, latency per request).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,8 +47,13 @@ async fn noop(
     }
 }
 
-/// Path of the bench-only no-op endpoint.
+/// Path of the bench-only no-op endpoint, served behind the node's own limits, authentication
+/// and metrics, as every route of the node is: the HTTP ceiling.
 pub const NOOP_PATH: &str = "/bench/noop";
+
+/// Path of the same no-op endpoint served bare, outside the node's layers (information: what the
+/// layers cost).
+pub const BARE_NOOP_PATH: &str = "/bench/noop-bare";
 
 /// A loopback address where nothing listens (bound, not listening), for HQ.
 fn dead_hq() -> (tokio::net::TcpSocket, String) {
@@ -108,9 +113,12 @@ impl Server {
             runtime: outpost::api::diag::NodeRuntime::starting_now(config.store_path()),
         });
         let app = Router::new()
-            .route(NOOP_PATH, post(noop))
+            .route(BARE_NOOP_PATH, post(noop))
             .with_state(state.clone())
-            .merge(api::router(state));
+            .merge(api::router_with(
+                state,
+                Router::new().route(NOOP_PATH, post(noop)),
+            ));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -158,6 +158,12 @@ pub fn route_paths() -> Vec<&'static str> {
 /// Builds the router with its limits: body size, request timeout, concurrency, panic guard;
 /// authentication; and request metrics.
 pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// As [`router`], with `extra` routes served behind the same limits, authentication and
+/// metrics as every route of the node (the HTTP bench's no-op route, its ceiling).
+pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     let limits = state.limits.clone();
     let tokens = state.auth.clone();
     let metrics = state.metrics.clone();
@@ -165,6 +171,7 @@ pub fn router(state: AppState) -> Router {
     // then the concurrency limit, timeout and body limit. Every layer sees the matched route.
     routes()
         .router
+        .merge(extra)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
