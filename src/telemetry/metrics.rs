@@ -326,20 +326,23 @@ impl Metrics {
             }
         };
         let series = &mut all[at];
-        if series.answered(status).is_none() {
-            let counter = self.counter(
-                names::HTTP_REQUESTS,
-                &[
-                    ("route", route),
-                    ("method", method),
-                    ("status", &status.to_string()),
-                ],
-            );
-            series.answered.push((status, counter));
-        }
-        if let Some(answered) = series.answered(status) {
-            answered.increment(1);
-        }
+        let answered = match series.answered(status) {
+            // Another request registered it between the two locks.
+            Some(counter) => counter.clone(),
+            None => {
+                let counter = self.counter(
+                    names::HTTP_REQUESTS,
+                    &[
+                        ("route", route),
+                        ("method", method),
+                        ("status", &status.to_string()),
+                    ],
+                );
+                series.answered.push((status, counter.clone()));
+                counter
+            }
+        };
+        answered.increment(1);
         series.duration.record(seconds);
     }
 
